@@ -1,0 +1,52 @@
+# sms-outbox: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+.PHONY: run
+run: $(STAMP) ## Start PostgreSQL (embedded unless DATABASE_URL is set), migrate, and run the Procfile
+	$(BIN)/python -m shared.devstack
+
+.PHONY: migrate
+migrate: $(STAMP) ## Apply pending migrations to DATABASE_URL
+	$(BIN)/python -m shared.migrate
+
+.PHONY: test
+test: $(STAMP) ## Run the whole test suite against an embedded PostgreSQL
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: lint
+lint: $(STAMP) ## Format check, lint, types and import contracts
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: check
+check: lint test ## What CI should run: lint, types, import contracts, tests
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (keeps .data/)
+	rm -rf $(VENV) .mypy_cache .ruff_cache *.egg-info

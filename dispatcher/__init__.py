@@ -1,0 +1,1 @@
+"""The daemon: claim due outbox work, send, record, retry, rescue."""

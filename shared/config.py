@@ -1,0 +1,133 @@
+"""Settings, built once from an environment mapping by `load_settings(environ)`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.errors import ConfigError
+
+PROVIDERS = ("twilio", "signalwire")
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from e
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from e
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the defaults a local run needs. Secrets stay out of repr."""
+
+    database_url: str = field(default="", repr=False)
+    # API
+    public_base_url: str = "http://127.0.0.1:8000"
+    default_region: str = "US"
+    allowed_countries: frozenset[str] = frozenset()
+    max_request_bytes: int = 64 * 1024
+    log_unmasked_numbers: bool = False
+    log_level: str = "INFO"
+    # Providers
+    sms_provider: str = "twilio"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = field(default="", repr=False)
+    twilio_phone_number: str = ""
+    twilio_api_base_url: str = ""
+    signalwire_project_id: str = ""
+    signalwire_api_token: str = field(default="", repr=False)
+    signalwire_space: str = ""
+    signalwire_phone_number: str = ""
+    signalwire_signing_key: str = field(default="", repr=False)
+    provider_timeout_seconds: float = 10.0
+    # Dispatcher
+    retry_policy: str = "fixed"
+    retry_delay_seconds: float = 25.0
+    retry_max_retries: int = 3
+    retry_base_seconds: float = 5.0
+    retry_factor: float = 2.0
+    retry_cap_seconds: float = 600.0
+    retry_max_attempts: int = 8
+    dispatch_batch_size: int = 100
+    dispatch_concurrency: int = 64
+    dispatch_lease_seconds: float = 60.0
+    dispatch_poll_seconds: float = 1.0
+    dispatch_grace_seconds: float = 20.0
+    status_sweep_after_seconds: float = 900.0
+    alert_webhook_url: str = ""
+    alert_webhook_secret: str = field(default="", repr=False)
+    metrics_port: int = 0
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build Settings from an environment mapping (tests pass a dict)."""
+    allowed = frozenset(
+        c.strip().upper() for c in environ.get("ALLOWED_COUNTRIES", "").split(",") if c.strip()
+    )
+    provider = environ.get("SMS_PROVIDER", "twilio").strip().lower() or "twilio"
+    if provider not in PROVIDERS:
+        raise ConfigError(f"SMS_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    policy = environ.get("RETRY_POLICY", "fixed").strip().lower() or "fixed"
+    if policy not in ("fixed", "exponential"):
+        raise ConfigError(f"RETRY_POLICY must be fixed or exponential, got {policy!r}")
+    return Settings(
+        database_url=environ.get("DATABASE_URL", ""),
+        public_base_url=environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
+        default_region=environ.get("DEFAULT_REGION", "US").strip().upper() or "US",
+        allowed_countries=allowed,
+        max_request_bytes=_int(environ, "MAX_REQUEST_BYTES", 64 * 1024),
+        log_unmasked_numbers=_bool(environ, "LOG_UNMASKED_NUMBERS", False),
+        log_level=environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        sms_provider=provider,
+        twilio_account_sid=environ.get("TWILIO_ACCOUNT_SID", ""),
+        twilio_auth_token=environ.get("TWILIO_AUTH_TOKEN", ""),
+        twilio_phone_number=environ.get("TWILIO_PHONE_NUMBER", ""),
+        twilio_api_base_url=environ.get("TWILIO_API_BASE_URL", "").rstrip("/"),
+        signalwire_project_id=environ.get("SIGNALWIRE_PROJECT_ID", ""),
+        signalwire_api_token=environ.get("SIGNALWIRE_API_TOKEN", ""),
+        signalwire_space=environ.get("SIGNALWIRE_SPACE", ""),
+        signalwire_phone_number=environ.get("SIGNALWIRE_PHONE_NUMBER", ""),
+        signalwire_signing_key=environ.get("SIGNALWIRE_SIGNING_KEY", ""),
+        provider_timeout_seconds=_float(environ, "PROVIDER_TIMEOUT_SECONDS", 10.0),
+        retry_policy=policy,
+        retry_delay_seconds=_float(environ, "RETRY_DELAY_SECONDS", 25.0),
+        retry_max_retries=_int(environ, "RETRY_MAX_RETRIES", 3),
+        retry_base_seconds=_float(environ, "RETRY_BASE_SECONDS", 5.0),
+        retry_factor=_float(environ, "RETRY_FACTOR", 2.0),
+        retry_cap_seconds=_float(environ, "RETRY_CAP_SECONDS", 600.0),
+        retry_max_attempts=_int(environ, "RETRY_MAX_ATTEMPTS", 8),
+        dispatch_batch_size=_int(environ, "DISPATCH_BATCH_SIZE", 100),
+        dispatch_concurrency=_int(environ, "DISPATCH_CONCURRENCY", 64),
+        dispatch_lease_seconds=_float(environ, "DISPATCH_LEASE_SECONDS", 60.0),
+        dispatch_poll_seconds=_float(environ, "DISPATCH_POLL_SECONDS", 1.0),
+        dispatch_grace_seconds=_float(environ, "DISPATCH_GRACE_SECONDS", 20.0),
+        status_sweep_after_seconds=_float(environ, "STATUS_SWEEP_AFTER_SECONDS", 900.0),
+        alert_webhook_url=environ.get("ALERT_WEBHOOK_URL", ""),
+        alert_webhook_secret=environ.get("ALERT_WEBHOOK_SECRET", ""),
+        metrics_port=_int(environ, "METRICS_PORT", 0),
+    )

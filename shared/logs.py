@@ -1,0 +1,59 @@
+"""JSON log lines with stable keys; phone numbers masked unless LOG_UNMASKED_NUMBERS is set."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+# Set per HTTP request (or per dispatched job) so every line carries it without threading it through.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+_unmasked = False
+
+
+def mask_number(number: str | None) -> str | None:
+    """'+14155550123' -> '+1*******0123': country code and last 4 digits only."""
+    if number is None or _unmasked:
+        return number
+    if not number.startswith("+") or len(number) < 8:
+        return "***"
+    import phonenumbers
+
+    try:
+        cc = str(phonenumbers.parse(number).country_code)
+    except phonenumbers.NumberParseException:
+        return "***"
+    digits = number[1:]
+    hidden = len(digits) - len(cc) - 4
+    return "+" + cc + "*" * max(hidden, 0) + digits[-4:]
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+def setup_logging(level: str = "INFO", *, unmasked_numbers: bool = False) -> None:
+    """Send JSON lines to stderr from the root logger; call once per process."""
+    global _unmasked
+    _unmasked = unmasked_numbers
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries that log request URLs or bodies at INFO stay quiet: they could leak numbers or text.
+    for noisy in ("twilio", "twilio.http_client", "httpx", "httpcore", "uvicorn.access", "signalwire"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

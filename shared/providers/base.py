@@ -1,0 +1,117 @@
+"""The one interface every provider implements, and the error it raises."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from shared.errors import SmsOutboxError
+
+
+class Category(enum.StrEnum):
+    """Outcome class of a failed provider call (DESIGN section 5)."""
+
+    RETRYABLE = "retryable"  # 429, refused before the request left, "try later"
+    PERMANENT = "permanent"  # invalid/unreachable number, opted out, body refused: never retry
+    AMBIGUOUS = "ambiguous"  # timeout/reset after the request left, 5xx: it may have been sent
+    CONFIG = "config"  # bad credentials, sender unknown at the provider: pause, alert operator
+
+
+class ProviderError(SmsOutboxError):
+    """A provider call failed; `category` decides what the dispatcher does next."""
+
+    def __init__(
+        self,
+        category: Category,
+        reason: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{category.value}: {reason}" + (f" (code {code})" if code else ""))
+        self.category = category
+        self.reason = reason
+        self.code = code
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    message_id: UUID
+    from_number: str
+    to_number: str
+    body: str
+    status_callback_url: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sid: str
+    raw_status: str
+
+
+@dataclass(frozen=True)
+class RemoteMessage:
+    """A message as the provider reports it (fetch and reconciliation lookups)."""
+
+    sid: str
+    raw_status: str
+    status: str | None  # our lifecycle status, None when the provider's word is unknown to us
+    from_number: str
+    to_number: str
+    body: str | None
+    created_at: datetime | None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One parsed status callback."""
+
+    provider: str
+    message_id: UUID | None  # ours, from the callback URL / custom_variables, when present
+    sid: str | None
+    raw_status: str
+    status: str | None  # our lifecycle status, None when unknown
+    error_code: str | None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """What the dispatcher and the webhook endpoints need from a provider."""
+
+    name: str
+
+    async def send(self, request: SendRequest) -> SendResult:
+        """Submit one message; raise ProviderError with its category on failure."""
+        ...
+
+    async def fetch(self, sid: str) -> RemoteMessage:
+        """The provider's current view of one message."""
+        ...
+
+    async def find_recent(
+        self, from_number: str, to_number: str, body: str, since: datetime
+    ) -> RemoteMessage | None:
+        """A message from->to with this body created at or after `since`, if the provider has one."""
+        ...
+
+    def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
+        """Whether a callback's signature is valid for the public URL it was sent to."""
+        ...
+
+    def parse_callback(
+        self, raw_body: bytes, content_type: str, query: Mapping[str, str]
+    ) -> StatusUpdate:
+        """Read a status callback (already verified) into a StatusUpdate."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

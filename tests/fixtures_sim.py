@@ -1,0 +1,1 @@
+"""Pytest fixtures that run the provider simulator over real HTTP (filled in by the providers work)."""
