@@ -32,6 +32,15 @@ migrate: $(STAMP) ## Apply pending migrations to DATABASE_URL
 test: $(STAMP) ## Run the whole test suite against an embedded PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+.PHONY: bench
+bench: $(BENCH_STAMP) ## Measure enqueue and dispatch against this machine's limits and pgqueuer (writes bench/results/latest.json)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code
 	$(BIN)/ruff format .

@@ -1,7 +1,165 @@
-"""Signed provider status callbacks (filled in by the callbacks work)."""
+"""Signed provider status callbacks: verified against the public URL, applied forward-only."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
-routes: list[BaseRoute] = []
+import psycopg
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from shared.config import Settings
+from shared.providers.base import Provider
+from shared.status import apply_update
+
+log = logging.getLogger(__name__)
+
+# Status callbacks are a few hundred bytes; anything near this is not one.
+MAX_CALLBACK_BYTES: Final = 64 * 1024
+TWILIO_PATH: Final = "/webhook/twilio/status"
+SIGNALWIRE_PATH: Final = "/webhook/signalwire/status"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_warned: set[str] = set()
+
+
+def public_urls(public_base_url: str, path: str, query: str) -> list[str]:
+    """The URL the provider signed, rebuilt from PUBLIC_BASE_URL (never the request's Host/scheme).
+
+    Also its default-port twin (https :443 / http :80 written or not), since signers differ on it.
+    """
+    base = urlsplit(public_base_url.rstrip("/"))
+    full_path = base.path + path
+    netlocs = [base.netloc]
+    default = _DEFAULT_PORTS.get(base.scheme)
+    if default is not None and base.hostname:
+        host = f"[{base.hostname}]" if ":" in base.hostname else base.hostname
+        if base.port is None:
+            netlocs.append(f"{host}:{default}")
+        elif base.port == default:
+            netlocs.append(host)
+    return [urlunsplit((base.scheme, netloc, full_path, query, "")) for netloc in netlocs]
+
+
+async def twilio_status(request: Request) -> Response:
+    """POST /webhook/twilio/status: Twilio's signed form callback."""
+    return await _callback(request, "twilio", TWILIO_PATH)
+
+
+async def signalwire_status(request: Request) -> Response:
+    """POST /webhook/signalwire/status: SignalWire's signed JSON (or compatibility form)."""
+    settings: Settings = request.app.state.settings
+    if not settings.signalwire_signing_key:
+        _warn_once(
+            "signalwire-key",
+            "SIGNALWIRE_SIGNING_KEY is not set: every SignalWire callback is refused (403)",
+        )
+        return Response(status_code=403)
+    return await _callback(request, "signalwire", SIGNALWIRE_PATH)
+
+
+async def _callback(request: Request, provider_name: str, path: str) -> Response:
+    started = time.perf_counter()
+    settings: Settings = request.app.state.settings
+    body = await _read_limited(request, MAX_CALLBACK_BYTES)
+    if body is None:
+        return Response(status_code=413)
+    provider = await _provider(request.app, provider_name)
+    if provider is None:
+        _warn_once(
+            provider_name, f"{provider_name} is not configured: its callbacks are refused (403)"
+        )
+        return Response(status_code=403)
+
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    urls = public_urls(settings.public_base_url, path, query)
+    if not any(provider.verify_signature(url, body, request.headers) for url in urls):
+        log.warning(
+            "status callback refused: bad or missing signature",
+            extra={"action": "callback_forbidden", "provider": provider_name},
+        )
+        return Response(status_code=403)
+
+    try:
+        update = provider.parse_callback(
+            body, request.headers.get("content-type", ""), dict(request.query_params)
+        )
+    except Exception as e:
+        # Signed by the provider, yet unreadable to us: our parser's fault, not the provider's.
+        # Only the exception's type is logged: its text could quote the payload (numbers).
+        log.error(
+            "status callback unreadable: %s",
+            type(e).__name__,
+            extra={"action": "callback_unreadable", "provider": provider_name},
+        )
+        return Response(status_code=400)
+
+    try:
+        async with request.app.state.pool.connection() as conn:
+            result = await apply_update(conn, update, settings=settings)
+    except psycopg.OperationalError:
+        log.exception(
+            "status callback not applied: database unavailable",
+            extra={"action": "callback_db_error", "provider": provider_name},
+        )
+        return Response(status_code=503)  # the provider may try again
+    log.debug(
+        "status callback applied",
+        extra={
+            "action": "callback_applied",
+            "provider": provider_name,
+            "message_id": str(result.message_id) if result.message_id else None,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+    return Response(status_code=204)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it exceeds `limit` (never buffers more than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _provider(app: Starlette, name: str) -> Provider | None:
+    """The provider from app.state.providers, opened from settings on first use if unset."""
+    state = app.state
+    providers: Mapping[str, Provider] | None = getattr(state, "providers", None)
+    if providers is None:
+        lock: asyncio.Lock | None = getattr(state, "providers_lock", None)
+        if lock is None:
+            lock = state.providers_lock = asyncio.Lock()
+        async with lock:
+            providers = getattr(state, "providers", None)
+            if providers is None:
+                from shared.providers.registry import open_providers
+
+                # The app's lifespan closes what is kept on app.state.providers.
+                providers = state.providers = await open_providers(state.settings)
+                log.info("provider clients opened", extra={"action": "providers_opened"})
+    return providers.get(name)
+
+
+def _warn_once(key: str, text: str, **extra: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(text, extra={"action": "callback_config", **extra})
+
+
+routes: list[BaseRoute] = [
+    Route(TWILIO_PATH, twilio_status, methods=["POST"], name="twilio_status"),
+    Route(SIGNALWIRE_PATH, signalwire_status, methods=["POST"], name="signalwire_status"),
+]

@@ -1,13 +1,39 @@
-"""Final-failure and operator alerts: recorded in sms_alerts, delivered as outbox work (dispatcher task)."""
+"""Final-failure and operator alerts: kept in sms_alerts, delivered by the dispatcher.
+
+Both functions run inside the caller's transaction, so the alert exists exactly when the failure
+that caused it was committed.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import phonenumbers
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from shared.config import Settings
+from shared.lifecycle import FAILED, sources_for
+from shared.queries import q
+
+log = logging.getLogger(__name__)
+WAKEUP_CHANNEL = "sms_outbox_wakeup"
+
+
+def masked_recipient(number: str) -> str:
+    """'+14155550123' -> '+1*******0123', always: alerts leave our systems, whatever the logs do."""
+    try:
+        cc = str(phonenumbers.parse(number).country_code)
+    except phonenumbers.NumberParseException:
+        return "***"
+    digits = number.lstrip("+")
+    if len(digits) <= len(cc) + 4:
+        return "***"
+    return "+" + cc + "*" * (len(digits) - len(cc) - 4) + digits[-4:]
 
 
 async def raise_final_failure(
@@ -18,6 +44,164 @@ async def raise_final_failure(
     error_category: str,
     error_message: str | None,
     settings: Settings,
+    now: datetime | None = None,
 ) -> None:
-    """Record the final failure of a message inside the caller's transaction (one alert per message)."""
-    raise NotImplementedError  # the dispatcher work fills this in
+    """Record a message's final failure inside the caller's transaction (one alert per message).
+
+    Moves the message to `failed` when it may still move there (a message a callback already made
+    `failed` or `undelivered` keeps its status); raises one `message_failed` alert for a message
+    that ended failed/undelivered; logs it at ERROR once. `now` is for tests (default: DB clock).
+    """
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            q("alerts_fail_message"),
+            {
+                "now": now,
+                "message_id": message_id,
+                "sources": sources_for("failed"),
+                "error_code": error_code,
+                "error_category": error_category,
+                "error_message": error_message,
+            },
+        )
+        moved = await cur.fetchone()
+        await cur.execute(q("alerts_message_facts"), {"message_id": message_id})
+        msg = await cur.fetchone()
+        if msg is None or msg["delivery_status"] not in FAILED:
+            log.warning(
+                "final failure not recorded: message is not failed",
+                extra={
+                    "action": "final_failure_skipped",
+                    "message_id": str(message_id),
+                    "status": None if msg is None else msg["delivery_status"],
+                },
+            )
+            return
+        if moved is not None:
+            log.info(
+                "%s -> failed",
+                moved["prior_status"],
+                extra={"action": "transition", "message_id": str(message_id)},
+            )
+        payload = {
+            "kind": "message_failed",
+            "message_id": str(msg["id"]),
+            "conversation_id": str(msg["conversation_id"]),
+            "from": msg["from_number"],
+            "to": masked_recipient(msg["to_number"]),
+            "provider": msg["provider"],
+            "error": {"code": error_code, "category": error_category, "message": error_message},
+            "attempts": msg["attempts"],
+        }
+        alert_id = await _insert(
+            cur,
+            kind="message_failed",
+            message_id=message_id,
+            provider=msg["provider"],
+            error_code=error_code,
+            error_category=error_category,
+            error_message=error_message,
+            payload=payload,
+            settings=settings,
+            now=now,
+        )
+        if alert_id is None:
+            return  # already alerted for this message
+        log.error(
+            "message failed",
+            extra={
+                "action": "final_failure",
+                "message_id": str(message_id),
+                "conversation_id": str(msg["conversation_id"]),
+                "request_id": msg["request_id"],
+                "provider": msg["provider"],
+                "attempts": msg["attempts"],
+                "to": masked_recipient(msg["to_number"]),
+                "error_code": error_code,
+                "error_category": error_category,
+                "error": error_message,
+                "alert_id": alert_id,
+            },
+        )
+
+
+async def raise_provider_config_alert(
+    conn: AsyncConnection[Any],
+    provider: str,
+    *,
+    error_code: str | None,
+    error_message: str | None,
+    paused_until: datetime,
+    settings: Settings,
+    now: datetime | None = None,
+) -> int | None:
+    """Tell the operator a provider is paused by a configuration error; the new alert's id."""
+    payload = {
+        "kind": "provider_config",
+        "provider": provider,
+        "error": {"code": error_code, "category": "config", "message": error_message},
+        "paused_until": paused_until.isoformat(),
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        alert_id = await _insert(
+            cur,
+            kind="provider_config",
+            message_id=None,
+            provider=provider,
+            error_code=error_code,
+            error_category="config",
+            error_message=error_message,
+            payload=payload,
+            settings=settings,
+            now=now,
+        )
+    log.error(
+        "provider paused: configuration error",
+        extra={
+            "action": "provider_paused",
+            "provider": provider,
+            "error_code": error_code,
+            "error_category": "config",
+            "error": error_message,
+            "paused_until": paused_until.isoformat(),
+            "alert_id": alert_id,
+        },
+    )
+    return alert_id
+
+
+async def _insert(
+    cur: Any,
+    *,
+    kind: str,
+    message_id: UUID | None,
+    provider: str | None,
+    error_code: str | None,
+    error_category: str | None,
+    error_message: str | None,
+    payload: dict[str, Any],
+    settings: Settings,
+    now: datetime | None,
+) -> int | None:
+    deliver = bool(settings.alert_webhook_url)
+    await cur.execute(
+        q("alerts_insert"),
+        {
+            "now": now,
+            "kind": kind,
+            "message_id": message_id,
+            "provider": provider,
+            "error_code": error_code,
+            "error_category": error_category,
+            "error_message": error_message,
+            "payload": Jsonb(payload),
+            "deliver": deliver,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    if deliver:
+        # Delivered at commit, coalesced with any other wake-up of the same transaction.
+        await cur.execute(f"NOTIFY {WAKEUP_CHANNEL}")
+    return int(row["id"])

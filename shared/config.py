@@ -78,7 +78,11 @@ class Settings:
     dispatch_lease_seconds: float = 60.0
     dispatch_poll_seconds: float = 1.0
     dispatch_grace_seconds: float = 20.0
+    provider_pause_seconds: float = 30.0
+    provider_pause_cap_seconds: float = 1800.0
     status_sweep_after_seconds: float = 900.0
+    # Some carriers never report a final status: stop asking the provider after this age.
+    status_sweep_max_age_seconds: float = 3 * 86400.0
     alert_webhook_url: str = ""
     alert_webhook_secret: str = field(default="", repr=False)
     metrics_port: int = 0
@@ -126,7 +130,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         dispatch_lease_seconds=_float(environ, "DISPATCH_LEASE_SECONDS", 60.0),
         dispatch_poll_seconds=_float(environ, "DISPATCH_POLL_SECONDS", 1.0),
         dispatch_grace_seconds=_float(environ, "DISPATCH_GRACE_SECONDS", 20.0),
+        provider_pause_seconds=_float(environ, "PROVIDER_PAUSE_SECONDS", 30.0),
+        provider_pause_cap_seconds=_float(environ, "PROVIDER_PAUSE_CAP_SECONDS", 1800.0),
         status_sweep_after_seconds=_float(environ, "STATUS_SWEEP_AFTER_SECONDS", 900.0),
+        status_sweep_max_age_seconds=_float(environ, "STATUS_SWEEP_MAX_AGE_SECONDS", 3 * 86400.0),
         alert_webhook_url=environ.get("ALERT_WEBHOOK_URL", ""),
         alert_webhook_secret=environ.get("ALERT_WEBHOOK_SECRET", ""),
         metrics_port=_int(environ, "METRICS_PORT", 0),

@@ -8,8 +8,10 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-# Set per HTTP request (or per dispatched job) so every line carries it without threading it through.
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# Set per HTTP request (or per dispatched job) so every line carries it without passing it around.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
 
 _unmasked = False
 
@@ -55,5 +57,12 @@ def setup_logging(level: str = "INFO", *, unmasked_numbers: bool = False) -> Non
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that log request URLs or bodies at INFO stay quiet: they could leak numbers or text.
-    for noisy in ("twilio", "twilio.http_client", "httpx", "httpcore", "uvicorn.access", "signalwire"):
+    for noisy in (
+        "twilio",
+        "twilio.http_client",
+        "httpx",
+        "httpcore",
+        "uvicorn.access",
+        "signalwire",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

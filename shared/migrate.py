@@ -1,4 +1,4 @@
-"""Forward-only migrations: sql/migrations/NNNN_name.sql applied in order, recorded in a version table.
+"""Forward-only migrations: sql/migrations/NNNN_name.sql, applied in order, recorded in a table.
 
 `python -m shared.migrate` applies what is pending to DATABASE_URL.
 """

@@ -41,8 +41,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _SERVER = pytest.StashKey[Any]()
 
 
-def _load_schema(host: str, port: int, user: str, dbname: str, password: str | None, **_: Any) -> None:
-    migrate(make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password or None))
+def _load_schema(
+    host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
+) -> None:
+    migrate(
+        make_conninfo(host=host, port=port, user=user, dbname=dbname, password=password or None)
+    )
 
 
 postgresql_proc = factories.postgresql_noproc(load=[_load_schema])

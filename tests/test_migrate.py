@@ -73,7 +73,8 @@ def test_constraints_refuse_illegal_states(db: psycopg.Connection[Any], sql: str
         " '+14155550100', 'hi', 'twilio', 1, 'GSM-7')"
     )
     db.execute(
-        "INSERT INTO sms_alerts (kind, provider, payload) VALUES ('provider_config', 'twilio', '{}')"
+        "INSERT INTO sms_alerts (kind, provider, payload)"
+        " VALUES ('provider_config', 'twilio', '{}')"
     )
     with pytest.raises(psycopg.errors.CheckViolation):
         db.execute(sql)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -99,7 +100,7 @@ class Provider(Protocol):
     async def find_recent(
         self, from_number: str, to_number: str, body: str, since: datetime
     ) -> RemoteMessage | None:
-        """A message from->to with this body created at or after `since`, if the provider has one."""
+        """A message from->to with this body created since `since`, if the provider has one."""
         ...
 
     def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
@@ -115,3 +116,20 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = now or datetime.now(UTC)
+    return max((when - current).total_seconds(), 0.0)

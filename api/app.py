@@ -1,0 +1,112 @@
+"""The API's composition root: `uvicorn api.app:app` (settings from the environment at start-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Final
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route
+
+from api.errors import ApiError, handle_api_error, handle_http_exception
+from api.health import healthz, readyz
+from api.messages import get_message
+from api.middleware import RequestContext
+from api.send import send_sms
+from api.webhooks import routes as webhook_routes
+from shared import senders
+from shared.config import Settings, load_settings
+from shared.db import open_pool
+from shared.errors import ConfigError
+from shared.logs import setup_logging
+from shared.providers.registry import close_providers
+from shared.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+APPLICATION_NAME: Final = "sms-outbox-api"
+# Start-up tries the database this long before serving anyway (readyz says 503 meanwhile).
+STARTUP_DB_TIMEOUT_SECONDS: Final = 2.0
+REGISTER_RETRY_SECONDS: Final = (1.0, 30.0)
+
+
+async def _register_senders(pool: AsyncConnectionPool, settings: Settings, wait: float) -> bool:
+    try:
+        async with pool.connection(timeout=wait) as conn:
+            await senders.register(conn, settings)
+    except Exception as e:
+        log.warning(
+            "sender registration failed; retrying",
+            extra={"action": "sender_registration_failed", "error_category": type(e).__name__},
+        )
+        return False
+    return True
+
+
+async def _register_until_done(pool: AsyncConnectionPool, settings: Settings) -> None:
+    delay, cap = REGISTER_RETRY_SECONDS
+    while not await _register_senders(pool, settings, wait=cap):
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, cap)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The Starlette app. Without `settings`, they are read from os.environ when it starts (and
+    logging is set up then); tests pass their own and keep their log capture."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        current = settings
+        if current is None:
+            current = load_settings(os.environ)
+            setup_logging(current.log_level, unmasked_numbers=current.log_unmasked_numbers)
+        if not current.database_url:
+            raise ConfigError("DATABASE_URL is not set")
+        senders.configured(current)  # a malformed sender number stops the start, DB up or not
+        pool = await open_pool(current.database_url, application_name=APPLICATION_NAME, wait=False)
+        wakeup = Wakeup(pool)
+        app.state.settings = current
+        app.state.pool = pool
+        app.state.wakeup = wakeup
+        wakeup.start()
+        retrying: asyncio.Task[None] | None = None
+        if not await _register_senders(pool, current, STARTUP_DB_TIMEOUT_SECONDS):
+            retrying = asyncio.create_task(_register_until_done(pool, current))
+        log.info("api started", extra={"action": "api_started"})
+        try:
+            yield
+        finally:
+            if retrying is not None:
+                retrying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retrying
+            await wakeup.stop()
+            # api.webhooks opens the provider clients on first use and keeps them here.
+            providers = getattr(app.state, "providers", None)
+            if providers is not None:
+                await close_providers(providers)
+            await pool.close()
+            log.info("api stopped", extra={"action": "api_stopped"})
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/sms/send", send_sms, methods=["POST"]),
+        Route("/sms/messages/{message_id}", get_message, methods=["GET"]),
+        *webhook_routes,
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContext)],
+        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        lifespan=lifespan,
+    )
+
+
+app = create_app()

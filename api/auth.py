@@ -1,0 +1,44 @@
+"""Bearer-key authentication: one 401 body for a missing, malformed, wrong or revoked key."""
+
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+
+from api.errors import ApiError
+from shared import apikeys
+
+UNAUTHORIZED_MESSAGE = "a valid API key is required: Authorization: Bearer <key>"
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        code="unauthorized",
+        message=UNAUTHORIZED_MESSAGE,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, None when absent or malformed."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
+async def require_key(request: Request) -> int:
+    """The id of the request's API key; raises the 401 ApiError otherwise."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise _unauthorized()
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        key_id = await apikeys.authenticate(conn, token)
+    if key_id is None:
+        raise _unauthorized()
+    return key_id

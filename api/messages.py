@@ -1,0 +1,85 @@
+"""GET /sms/messages/{id}: a message, its error, attempts and event timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.auth import require_key
+from api.errors import ApiError
+from shared import messages
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def message_view(row: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON shape of a message (the keys of the 202 body, plus its fate and history)."""
+    error = None
+    if row["error_code"] is not None or row["error_category"] is not None:
+        error = {
+            "code": row["error_code"],
+            "category": row["error_category"],
+            "message": row["error_message"],
+        }
+    return {
+        "id": str(row["id"]),
+        "status": row["delivery_status"],
+        "conversation_id": str(row["conversation_id"]),
+        "direction": row["direction"],
+        "to": row["to_number"],
+        "from": row["from_number"],
+        "body": row["body"],
+        "provider": row["provider"],
+        "provider_sid": row["provider_sid"],
+        "segments": row["segments"],
+        "encoding": row["encoding"],
+        "attempts": row["attempts"],
+        "error": error,
+        "request_id": row["request_id"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "submitted_at": _iso(row["submitted_at"]),
+        "final_at": _iso(row["final_at"]),
+        "events": [
+            {
+                "id": e["id"],
+                "type": e["event_type"],
+                "attempt": e["attempt"],
+                "from_status": e["from_status"],
+                "to_status": e["to_status"],
+                "provider": e["provider"],
+                "provider_sid": e["provider_sid"],
+                "error_code": e["error_code"],
+                "error_category": e["error_category"],
+                "detail": e["detail"],
+                "occurred_at": _iso(e["occurred_at"]),
+            }
+            for e in events
+        ],
+    }
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, code="not_found", message="no such message")
+
+
+async def get_message(request: Request) -> JSONResponse:
+    await require_key(request)
+    try:
+        message_id = UUID(request.path_params["message_id"])
+    except ValueError:
+        raise _not_found() from None
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        row = await messages.get_message(conn, message_id)
+        if row is None:
+            raise _not_found()
+        events = await messages.get_events(conn, message_id)
+    return JSONResponse(message_view(row, events))

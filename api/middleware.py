@@ -1,0 +1,92 @@
+"""Per-request context: the X-Request-ID, one access log line, and the last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import psycopg
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_response
+from shared.logs import request_id_var
+
+log = logging.getLogger(__name__)
+MAX_REQUEST_ID = 200
+
+
+def request_id_from(headers: Headers) -> str:
+    """The caller's X-Request-ID when sane (1-200 printable ASCII characters), else a new one."""
+    given = headers.get("x-request-id", "")
+    if 0 < len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: request bodies stay streamed)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope))
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = time.monotonic()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as e:
+            _log_unexpected(e)
+            if not response_started:
+                response = error_response(
+                    500,
+                    [{"code": "internal", "message": "internal error"}],
+                    {"X-Request-ID": request_id},
+                )
+                await response(scope, receive, send)
+        finally:
+            log.info(
+                "request finished",
+                extra={
+                    "action": "http_request",
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+            request_id_var.reset(token)
+
+
+def _log_unexpected(e: Exception) -> None:
+    """Logged once, here. A database error's text can quote the failing row (body, numbers), so
+    only its SQLSTATE and primary message are kept."""
+    if isinstance(e, psycopg.Error):
+        log.error(
+            "request failed: database error",
+            extra={
+                "action": "request_failed",
+                "error_category": type(e).__name__,
+                "error_code": e.sqlstate,
+                "error": e.diag.message_primary,
+            },
+        )
+    else:
+        log.exception("request failed", extra={"action": "request_failed"})

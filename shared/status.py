@@ -1,0 +1,247 @@
+"""Apply a provider's word on a message's status: recorded raw, moved forward only (DESIGN 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from shared import alerts
+from shared.config import Settings
+from shared.lifecycle import FAILED, TERMINAL, can_move, sources_for
+from shared.providers.base import StatusUpdate
+from shared.queries import q
+
+log = logging.getLogger(__name__)
+
+SOURCES: Final = ("callback", "sweep")
+# Statuses the CHECK on sms_messages allows without a provider sid.
+_SIDLESS: Final = frozenset({"pending", "failed", "canceled"})
+# Payload keys never stored: a message body has no place in the event history.
+_SECRET_KEYS: Final = frozenset({"body"})
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one status update did to the database."""
+
+    message_id: UUID | None  # None: no message of ours matched (the raw callback is still kept)
+    previous: str | None = None  # status before, when the message is known
+    current: str | None = None  # status after
+    recorded: bool = False  # False: an exact duplicate callback, already recorded once
+    sid_recorded: bool = False  # this update gave the message its provider sid
+
+    @property
+    def known(self) -> bool:
+        return self.message_id is not None
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is not None and self.previous != self.current
+
+
+async def apply_update(
+    conn: AsyncConnection[Any],
+    update: StatusUpdate,
+    *,
+    settings: Settings,
+    source: str = "callback",
+) -> ApplyResult:
+    """Record `update` and move its message forward if it may move, in one transaction.
+
+    Matches by our message id, else by (provider, sid). Out-of-order, duplicate and unknown
+    updates are recorded and change nothing else; no outcome raises. A failed or undelivered
+    transition raises the final-failure alert (never a resend).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    async with conn.transaction():
+        msg = await _lock_message(conn, update)
+        if msg is None:
+            await _record(conn, None, update, source)
+            log.warning(
+                "status %s for an unknown message",
+                update.raw_status,
+                extra={
+                    "action": "status_unknown_message",
+                    "provider": update.provider,
+                    "message_id": str(update.message_id) if update.message_id else None,
+                },
+            )
+            return ApplyResult(message_id=None, recorded=True)
+        return await _apply_to(conn, msg, update, settings=settings, source=source)
+
+
+async def _lock_message(conn: AsyncConnection[Any], update: StatusUpdate) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        if update.message_id is not None:
+            await cur.execute(q("status_lock_by_id"), {"message_id": update.message_id})
+            row = await cur.fetchone()
+            if row is not None:
+                return row
+        if update.sid:
+            await cur.execute(
+                q("status_lock_by_sid"), {"provider": update.provider, "sid": update.sid}
+            )
+            return await cur.fetchone()
+    return None
+
+
+async def _apply_to(
+    conn: AsyncConnection[Any],
+    msg: dict[str, Any],
+    update: StatusUpdate,
+    *,
+    settings: Settings,
+    source: str,
+) -> ApplyResult:
+    message_id: UUID = msg["id"]
+    current: str = msg["delivery_status"]
+    ids = {
+        "message_id": str(message_id),
+        "conversation_id": str(msg["conversation_id"]),
+        "provider": update.provider,
+    }
+    unchanged = ApplyResult(message_id=message_id, previous=current, current=current)
+
+    if not await _record(conn, message_id, update, source):
+        log.info(
+            "duplicate status %s ignored",
+            update.raw_status,
+            extra={"action": "status_duplicate", **ids},
+        )
+        return unchanged
+    unchanged = dataclasses.replace(unchanged, recorded=True)
+    if msg["provider"] != update.provider or (
+        update.sid and msg["provider_sid"] and update.sid != msg["provider_sid"]
+    ):
+        # Another provider message than the one we recorded (e.g. a stray resend): its fate is
+        # not this message's, so it is kept as history only.
+        log.warning(
+            "status %s for another provider message than the recorded one",
+            update.raw_status,
+            extra={"action": "status_sid_mismatch", **ids},
+        )
+        return unchanged
+
+    sid: str | None = msg["provider_sid"]
+    sid_recorded = False
+    if sid is None and update.sid:
+        async with conn.cursor() as cur:
+            await cur.execute(
+                q("status_record_sid"),
+                {"message_id": message_id, "provider": update.provider, "sid": update.sid},
+            )
+            sid_recorded = cur.rowcount == 1
+        sid = update.sid if sid_recorded else None
+    unchanged = dataclasses.replace(unchanged, sid_recorded=sid_recorded)
+
+    new = update.status
+    if new == "canceled":
+        # Our "canceled" means we stopped it before any provider saw it; a provider that cancels a
+        # message it accepted means it will never arrive, which is a delivery failure.
+        new = "failed"
+    if new is None:
+        log.info(
+            "status %s not in our vocabulary, recorded only",
+            update.raw_status,
+            extra={"action": "status_unrecognized", **ids},
+        )
+        return unchanged
+    if not can_move(current, new):
+        log.debug(
+            "status %s -> %s is not forward, recorded only",
+            current,
+            new,
+            extra={"action": "status_stale", **ids},
+        )
+        return unchanged
+    if sid is None and new not in _SIDLESS:
+        log.warning(
+            "status %s without a provider sid, recorded only",
+            new,
+            extra={"action": "status_no_sid", **ids},
+        )
+        return unchanged
+
+    failed = new in FAILED
+    error_message = _error_message(update) if failed else None
+    async with conn.cursor() as cur:
+        await cur.execute(
+            q("status_transition"),
+            {
+                "message_id": message_id,
+                "status": new,
+                "previous": current,
+                "sources": sources_for(new),
+                "terminal": new in TERMINAL,
+                "failed": failed,
+                "error_code": update.error_code,
+                "error_message": error_message,
+                "detail": Jsonb({"source": source, "raw_status": update.raw_status}),
+            },
+        )
+        moved = await cur.fetchone()
+    if moved is None:  # pragma: no cover - the row lock makes this unreachable; the guard stays
+        log.info(
+            "status %s -> %s: moved by someone else first",
+            current,
+            new,
+            extra={"action": "status_stale", **ids},
+        )
+        return unchanged
+
+    if failed:
+        await alerts.raise_final_failure(
+            conn,
+            message_id,
+            error_code=update.error_code,
+            error_category="delivery",
+            error_message=error_message,
+            settings=settings,
+        )
+    log.info(
+        "status %s -> %s",
+        current,
+        new,
+        extra={
+            "action": "status_changed",
+            "error_code": update.error_code if failed else None,
+            **ids,
+        },
+    )
+    return dataclasses.replace(unchanged, current=new)
+
+
+async def _record(
+    conn: AsyncConnection[Any], message_id: UUID | None, update: StatusUpdate, source: str
+) -> bool:
+    """Keep the update raw as an event; False when it is an exact duplicate callback."""
+    params = {
+        "message_id": message_id,
+        "raw_status": update.raw_status.strip().lower()[:64] or "(empty)",
+        "provider": update.provider,
+        "sid": update.sid,
+        "error_code": update.error_code,
+        "detail": Jsonb({"source": source, "payload": _scrubbed(update.raw)}),
+    }
+    query = "status_record_callback" if source == "callback" else "status_record_sweep"
+    async with conn.cursor() as cur:
+        await cur.execute(q(query), params)
+        return await cur.fetchone() is not None
+
+
+def _scrubbed(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if str(k).lower() not in _SECRET_KEYS}
+
+
+def _error_message(update: StatusUpdate) -> str:
+    reason = f"{update.provider} reported {update.raw_status}"
+    return f"{reason} (error {update.error_code})" if update.error_code else reason

@@ -1,0 +1,104 @@
+"""`python -m simulator`: run the local Twilio + SignalWire stand-in on 127.0.0.1:8010.
+
+Point the SDKs at it with (these are the defaults; SIM_* variables or flags change them):
+  TWILIO_ACCOUNT_SID=AC00000000000000000000000000000000  TWILIO_AUTH_TOKEN=sim-auth-token
+  TWILIO_API_BASE_URL=http://127.0.0.1:8010
+  SIGNALWIRE_PROJECT_ID=sim-project  SIGNALWIRE_API_TOKEN=sim-token
+  SIGNALWIRE_SPACE=127.0.0.1:8010  SIGNALWIRE_SIGNING_KEY=sim-signing-key
+Twilio test numbers: To +15005550001/2/3/4/9 and From +15005550001/7/8 are refused (DESIGN
+section 9); To +15005550011..14 are accepted and then fail delivery; any other number is accepted.
+Faults can also be changed at run time: POST /_sim/config with a JSON object of the same names
+(e.g. {"hang_rate": 1}); GET /_sim/messages lists accepted messages; POST /_sim/reset clears them
+and restores the start-up settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import uvicorn
+
+from simulator.app import create_app
+from simulator.config import ConfigError, SimConfig, from_env, setting_names
+
+_HELP = {
+    "twilio_account_sid": "Twilio account sid accepted (Basic auth user)",
+    "twilio_auth_token": "Twilio auth token accepted; also signs Twilio callbacks",
+    "signalwire_project": "SignalWire project id accepted (Basic auth user)",
+    "signalwire_token": "SignalWire API token accepted",
+    "signalwire_signing_key": "key that signs SignalWire callbacks",
+    "callbacks": "send status callbacks at all (true/false)",
+    "callback_delay": "seconds between queued -> sent -> delivered callbacks",
+    "callback_extra_delay": "seconds added before a message's first callback",
+    "callback_drop_rate": "probability a callback is never sent",
+    "callback_duplicate_rate": "probability a callback is sent twice",
+    "callback_reorder_rate": "probability a message's callbacks arrive newest first",
+    "signalwire_callback_format": "json (native API) or form (compatibility API)",
+    "delivery_failures": 'JSON {"+1...": ["undelivered", "30003"]}: recipients that fail delivery',
+    "latency": "seconds added to every API request",
+    "jitter": "up to this many seconds more, at random",
+    "error_rate": "probability a send is refused with one of --error-codes",
+    "error_codes": "comma-separated provider codes for --error-rate (500/503/429 = HTTP status)",
+    "rate_limit_rate": "probability a send gets 429 with Retry-After",
+    "retry_after": "Retry-After seconds on 429s",
+    "server_error_rate": "probability a send gets --server-error-status",
+    "server_error_status": "500 or 503",
+    "hang_rate": "probability a send is accepted and then never answered",
+    "hang_max": "seconds a hung request is held at most",
+    "outage": "answer 503 to everything (true/false)",
+    "outage_windows": "503 during these windows, seconds after start: 10-20,45-50",
+    "seed": "random seed for repeatable faults",
+}
+
+
+def parse_args(
+    argv: Sequence[str], environ: Mapping[str, str]
+) -> tuple[argparse.Namespace, SimConfig]:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default=environ.get("SIM_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(environ.get("SIM_PORT", "8010")))
+    parser.add_argument("--log-level", default=environ.get("SIM_LOG_LEVEL", "warning"))
+    defaults = SimConfig()
+    for name in setting_names():
+        shown = "(hidden)" if "token" in name or "key" in name else getattr(defaults, name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=f"{_HELP.get(name, name)} [env SIM_{name.upper()}; default {shown}]",
+        )
+    args = parser.parse_args(argv)
+    config = SimConfig()
+    try:
+        config.update(from_env(environ))
+        config.update(
+            {n: getattr(args, n) for n in setting_names() if getattr(args, n) is not None}
+        )
+    except ConfigError as e:
+        parser.error(str(e))
+    return args, config
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, config = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+
+
+if __name__ == "__main__":
+    main()

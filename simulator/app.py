@@ -1,0 +1,67 @@
+"""The simulator's ASGI app: both providers' APIs plus the `/_sim` control endpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulator import signalwire_api, twilio_api
+from simulator.config import ConfigError, SimConfig
+from simulator.state import SimState
+
+
+def create_app(config: SimConfig | None = None) -> Starlette:
+    """Build a simulator; `app.state.sim` is its SimState (tests may reach in)."""
+    state = SimState(config or SimConfig())
+
+    async def get_config(request: Request) -> Response:
+        return JSONResponse(state.config.public())
+
+    async def set_config(request: Request) -> Response:
+        try:
+            changes = json.loads(await request.body() or b"{}")
+            if not isinstance(changes, dict):
+                raise ConfigError("the body must be a JSON object")
+            state.config.update(changes)
+        except (ValueError, ConfigError) as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        if "seed" in changes:
+            state.faults.reseed()
+        return JSONResponse(state.config.public())
+
+    async def messages(request: Request) -> Response:
+        return JSONResponse(state.store.report())
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse({"reset": True})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        state.faults.stopping.set()
+        await state.callbacks.aclose()
+
+    app = Starlette(
+        routes=[
+            *twilio_api.routes(state),
+            *signalwire_api.routes(state),
+            Route("/_sim/config", get_config, methods=["GET"]),
+            Route("/_sim/config", set_config, methods=["POST"]),
+            Route("/_sim/messages", messages, methods=["GET"]),
+            Route("/_sim/reset", reset, methods=["POST"]),
+            Route("/_sim/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.sim = state
+    return app

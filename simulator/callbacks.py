@@ -1,0 +1,158 @@
+"""Signed status callbacks after acceptance; dropped, doubled, reordered or late on request."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from urllib.parse import urlencode
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+from simulator.config import SimConfig
+from simulator.faults import FaultEngine
+from simulator.store import SimMessage
+
+logger = logging.getLogger(__name__)
+
+Step = tuple[str, str | None]  # provider status word, error code
+
+
+def sequence(message: SimMessage, config: SimConfig) -> list[Step]:
+    """The status words a message goes through after acceptance, at this provider."""
+    failure = config.delivery_failures.get(message.to_number)
+    start: list[Step] = [("queued", None)]
+    if message.provider == "signalwire":
+        start.append(("initiated", None))
+    if failure is None:
+        return [*start, ("sent", None), ("delivered", None)]
+    status, code = failure
+    if status == "failed":
+        return [*start, ("failed", code)]
+    return [*start, ("sent", None), (status, code)]
+
+
+def twilio_params(message: SimMessage, status: str, code: str | None) -> dict[str, str]:
+    """The form fields of a Twilio (or SignalWire compatibility) status callback."""
+    params = {
+        "AccountSid": message.account,
+        "ApiVersion": "2010-04-01",
+        "From": message.from_number,
+        "To": message.to_number,
+        "MessageSid": message.sid,
+        "SmsSid": message.sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+    }
+    if code is not None:
+        params["ErrorCode"] = code
+    return params
+
+
+def signalwire_payload(message: SimMessage, status: str, code: str | None) -> dict[str, object]:
+    """The JSON body of a native SignalWire messaging status callback."""
+    return {
+        "event_type": "messaging.state",
+        "id": message.sid,
+        "project_id": message.account,
+        "from": message.from_number,
+        "to": message.to_number,
+        "direction": "outbound",
+        "kind": "sms",
+        "status": status,
+        "error_code": code,
+        "number_of_segments": message.segments,
+        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+        "custom_variables": message.custom_variables,
+    }
+
+
+class CallbackSender:
+    """Posts each accepted message's status sequence to its callback URL in the background."""
+
+    def __init__(self, config: SimConfig, faults: FaultEngine) -> None:
+        self.config = config
+        self.faults = faults
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, message: SimMessage) -> None:
+        """Move a just-accepted message through its statuses, posting callbacks if it has a URL."""
+        task = asyncio.get_running_loop().create_task(self._run(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _run(self, message: SimMessage) -> None:
+        cfg = self.config
+        steps = sequence(message, cfg)
+        if cfg.callback_extra_delay > 0:
+            await asyncio.sleep(cfg.callback_extra_delay)
+        # The provider's own record moves in the real order; only the deliveries misbehave.
+        reorder = self.faults.roll_callback(cfg.callback_reorder_rate)
+        held: list[Step] = []
+        for i, (status, code) in enumerate(steps):
+            if i > 0 and cfg.callback_delay > 0:
+                await asyncio.sleep(cfg.callback_delay)
+            message.move(status, code)
+            if self.faults.roll_callback(cfg.callback_drop_rate):
+                continue
+            copies = 2 if self.faults.roll_callback(cfg.callback_duplicate_rate) else 1
+            for _ in range(copies):
+                if reorder:
+                    held.append((status, code))
+                else:
+                    await self._post(message, status, code)
+        for status, code in reversed(held):  # newest first: every callback out of order
+            await self._post(message, status, code)
+
+    async def _post(self, message: SimMessage, status: str, code: str | None) -> None:
+        url = message.status_callback
+        if not url or not self.config.callbacks:
+            return
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=5.0)
+        if message.provider == "twilio":
+            params = twilio_params(message, status, code)
+            signature = RequestValidator(self.config.twilio_auth_token).compute_signature(
+                url, params
+            )
+            headers = {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": signature,
+            }
+            content = urlencode(params).encode()
+        elif self.config.signalwire_callback_format == "form":
+            params = twilio_params(message, status, code)
+            key = self.config.signalwire_signing_key
+            signature = RequestValidator(key).compute_signature(url, params)  # same scheme B
+            headers = {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-SignalWire-Signature": signature,
+                "X-Twilio-Signature": signature,
+            }
+            content = urlencode(params).encode()
+        else:
+            content = json.dumps(signalwire_payload(message, status, code)).encode()
+            secret = self.config.signalwire_signing_key.encode()
+            signed = url.encode() + content  # hex HMAC of url + raw body (SignalWire scheme A)
+            headers = {
+                "Content-Type": "application/json",
+                "X-SignalWire-Signature": hmac.new(secret, signed, hashlib.sha1).hexdigest(),
+                "X-SignalWire-Sha256-Signature": hmac.new(
+                    secret, signed, hashlib.sha256
+                ).hexdigest(),
+            }
+        try:
+            await self._client.post(url, content=content, headers=headers)
+        except httpx.HTTPError as e:
+            logger.info("callback to %s failed: %s", url, e, extra={"action": "sim_callback"})

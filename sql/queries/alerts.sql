@@ -1,0 +1,102 @@
+-- Final-failure and operator alerts (shared/alerts.py) and their delivery (dispatcher).
+
+-- name: alerts_fail_message
+-- The final failure of a message as one guarded UPDATE: only from a status that may still become
+-- `failed` (%(sources)s, from shared.lifecycle), so a message that was delivered, canceled or already
+-- failed is left alone. The prior status is read under the row lock to log `prior -> failed`; the
+-- transition event and the conversation's last_message_at are written in the same statement.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+prior AS (
+    SELECT m.id, m.delivery_status
+    FROM sms_messages m
+    WHERE m.id = %(message_id)s AND m.delivery_status = ANY(%(sources)s::text[])
+    FOR UPDATE
+),
+moved AS (
+    UPDATE sms_messages m
+    SET delivery_status = 'failed', error_code = %(error_code)s,
+        error_category = %(error_category)s, error_message = %(error_message)s,
+        final_at = clock.now, updated_at = clock.now
+    FROM prior, clock
+    WHERE m.id = prior.id
+    RETURNING m.id, m.conversation_id, m.provider, m.provider_sid, prior.delivery_status AS prior_status
+),
+touched AS (
+    UPDATE sms_conversations c
+    SET last_message_at = greatest(c.last_message_at, clock.now)
+    FROM moved, clock
+    WHERE c.id = moved.conversation_id
+),
+events AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, from_status, to_status, provider, provider_sid, error_code,
+         error_category, detail, occurred_at)
+    SELECT moved.id, 'transition', moved.prior_status, 'failed', moved.provider,
+           moved.provider_sid, %(error_code)s, %(error_category)s,
+           jsonb_build_object('reason', %(error_message)s::text), clock.now
+    FROM moved, clock
+)
+SELECT prior_status FROM moved;
+
+-- name: alerts_message_facts
+-- What a final-failure alert says about its message (the body is never part of it).
+SELECT id, conversation_id, from_number, to_number, provider, attempts, request_id, delivery_status
+FROM sms_messages
+WHERE id = %(message_id)s;
+
+-- name: alerts_insert
+-- One alert row; a second final-failure alert for the same message does nothing (unique partial
+-- index sms_alerts_one_per_message) and returns no row, so callers never alert twice. With a
+-- webhook configured (%(deliver)s) its delivery becomes outbox work in the same transaction;
+-- otherwise the alert is marked not_configured. The 'alert' event joins the message's history.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+new_alert AS (
+    INSERT INTO sms_alerts
+        (kind, message_id, provider, error_code, error_category, error_message, payload,
+         delivery_state, created_at)
+    SELECT %(kind)s, %(message_id)s::uuid, %(provider)s, %(error_code)s, %(error_category)s,
+           %(error_message)s, %(payload)s::jsonb,
+           CASE WHEN %(deliver)s::boolean THEN 'pending' ELSE 'not_configured' END, clock.now
+    FROM clock
+    ON CONFLICT DO NOTHING
+    RETURNING id, created_at
+),
+work AS (
+    INSERT INTO sms_outbox (kind, alert_id, next_attempt_at, created_at, updated_at)
+    SELECT 'deliver_alert', a.id, a.created_at, a.created_at, a.created_at
+    FROM new_alert a
+    WHERE %(deliver)s::boolean
+),
+events AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, provider, error_code, error_category, detail, occurred_at)
+    SELECT %(message_id)s::uuid, 'alert', %(provider)s, %(error_code)s, %(error_category)s,
+           jsonb_build_object('alert_id', a.id, 'kind', %(kind)s::text), a.created_at
+    FROM new_alert a
+    WHERE %(message_id)s::uuid IS NOT NULL
+)
+SELECT id, created_at FROM new_alert;
+
+-- name: alerts_for_delivery
+-- The JSON an alert webhook receives: the stored payload plus the alert's id and time.
+SELECT id, kind, delivery_state,
+       payload || jsonb_build_object('alert_id', id, 'kind', kind,
+                                     'created_at', to_char(created_at AT TIME ZONE 'UTC',
+                                                           'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+           AS body
+FROM sms_alerts
+WHERE id = %(alert_id)s;
+
+-- name: alerts_mark_delivery
+-- Delivery outcome of an alert: delivered (with its time), failed (gave up) or not_configured.
+-- Guarded: only a pending alert changes.
+UPDATE sms_alerts
+SET delivery_state = %(state)s::text,
+    delivered_at = CASE WHEN %(state)s::text = 'delivered'
+                        THEN coalesce(%(now)s::timestamptz, now()) END
+WHERE id = %(alert_id)s AND delivery_state = 'pending'
+RETURNING id;

@@ -1,0 +1,263 @@
+-- The dispatcher's queries on sms_outbox (DESIGN section 5).
+--
+-- Conventions, shared by every query here:
+-- * `clock` CTE: `coalesce(%(now)s, now())`: production passes NULL and uses the database clock; tests
+--   pass a time to move the clock without sleeping.
+-- * A leased row's next_attempt_at equals its lease_expires_at, so sms_outbox_due_idx serves both
+--   fresh work and the rescue of expired leases.
+-- * Every change to a leased row is guarded by (lease_owner, attempts, state = 'leased'): a dispatcher
+--   that lost its lease (paused, slow, partitioned) and comes back changes nothing.
+-- * outbox.attempt_started_at set on a claimed row means an earlier attempt may have reached the
+--   provider and was never resolved: the claimer reconciles before any resend.
+
+-- name: outbox_claim_due
+-- One statement takes up to %(limit)s due rows (fresh, retry-due, or with an expired lease) for
+-- %(owner)s. SKIP LOCKED lets concurrent claimers pass each other without waiting or sharing a row;
+-- the index on next_attempt_at orders the scan; a paused provider's rows are skipped. The attempt
+-- number rises by one, except on a rescued row whose attempt never started (its number is reused: no
+-- attempt was spent). The caller commits at once. The message columns come along so that sending
+-- needs no further read.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+due AS (
+    SELECT o.id, o.state = 'leased' AS rescued
+    FROM sms_outbox o
+    WHERE o.next_attempt_at <= (SELECT now FROM clock)
+      AND (o.provider IS NULL OR NOT EXISTS (
+            SELECT 1 FROM sms_provider_pauses p
+            WHERE p.provider = o.provider AND p.paused_until > (SELECT now FROM clock)))
+    ORDER BY o.next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE OF o SKIP LOCKED
+),
+claimed AS (
+    UPDATE sms_outbox o
+    SET state = 'leased',
+        lease_owner = %(owner)s,
+        lease_expires_at = clock.now + make_interval(secs => %(lease_seconds)s::float8),
+        next_attempt_at = clock.now + make_interval(secs => %(lease_seconds)s::float8),
+        attempts = CASE WHEN due.rescued AND o.attempt_started_at IS NULL
+                        THEN greatest(o.attempts, 1) ELSE o.attempts + 1 END,
+        updated_at = clock.now
+    FROM due, clock
+    WHERE o.id = due.id
+    RETURNING o.id, o.kind, o.message_id, o.alert_id, o.provider, o.attempts,
+              o.attempt_started_at, o.lease_expires_at, due.rescued, clock.now AS claimed_at,
+              o.last_error_code, o.last_error_category, o.last_error
+)
+SELECT c.id, c.kind, c.message_id, c.alert_id, c.provider, c.attempts, c.attempt_started_at,
+       c.lease_expires_at, c.rescued, c.claimed_at, c.last_error_code, c.last_error_category,
+       c.last_error, m.from_number, m.to_number, m.body, m.delivery_status, m.conversation_id, m.request_id
+FROM claimed c
+LEFT JOIN sms_messages m ON m.id = c.message_id
+ORDER BY c.id;
+
+-- name: outbox_start_attempts
+-- "Attempt N started", committed before the provider call, for a whole batch in one statement.
+-- Only rows still ours with an unexpired lease start; the caller sends exactly the ids returned.
+-- messages.attempts follows the attempt number of the send actually started.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS t(id, attempt)
+),
+started AS (
+    UPDATE sms_outbox o
+    SET attempt_started_at = clock.now, updated_at = clock.now
+    FROM input i, clock
+    WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+      AND o.state = 'leased' AND o.lease_expires_at > clock.now
+    RETURNING o.id, o.message_id, o.provider, o.attempts
+),
+counted AS (
+    UPDATE sms_messages m
+    SET attempts = s.attempts
+    FROM started s
+    WHERE m.id = s.message_id AND m.delivery_status = 'pending'
+),
+events AS (
+    INSERT INTO sms_message_events (message_id, event_type, attempt, provider, occurred_at)
+    SELECT s.message_id, 'attempt_started', s.attempts, s.provider, clock.now
+    FROM started s, clock
+)
+SELECT s.id FROM started s;
+
+-- name: outbox_record_sent
+-- Accepted sends (or sids adopted by reconciliation) for a batch in one transaction: the work leaves
+-- the outbox (deleted: the hot table stays small), the message moves pending -> queued with its sid,
+-- the conversation is touched, and the attempt and transition are recorded. A row that is no longer
+-- ours is skipped whole. A pause of the provider ends: it just accepted a message.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+input AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(sids)s::text[],
+                %(raw_statuses)s::text[], %(reconciled)s::boolean[])
+         AS t(id, attempt, sid, raw_status, reconciled)
+),
+done AS (
+    DELETE FROM sms_outbox o
+    USING input i
+    WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+      AND o.state = 'leased'
+    RETURNING o.id, o.message_id, o.provider, i.attempt, i.sid, i.raw_status, i.reconciled
+),
+moved AS (
+    UPDATE sms_messages m
+    SET delivery_status = 'queued', provider_sid = d.sid, submitted_at = clock.now,
+        updated_at = clock.now, attempts = greatest(m.attempts, d.attempt)
+    FROM done d, clock
+    WHERE m.id = d.message_id AND m.delivery_status = 'pending'
+    RETURNING m.id, m.conversation_id
+),
+touched AS (
+    UPDATE sms_conversations c
+    SET last_message_at = greatest(c.last_message_at, clock.now)
+    FROM (SELECT DISTINCT conversation_id FROM moved) x, clock
+    WHERE c.id = x.conversation_id
+),
+resumed AS (
+    DELETE FROM sms_provider_pauses p
+    USING (SELECT DISTINCT provider FROM done) x
+    WHERE p.provider = x.provider
+),
+events AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, attempt, from_status, to_status, provider, provider_sid,
+         error_category, detail, occurred_at)
+    SELECT d.message_id, CASE WHEN d.reconciled THEN 'reconciled' ELSE 'attempt_result' END,
+           d.attempt, NULL, NULL, d.provider, d.sid, 'sent',
+           jsonb_build_object('raw_status', d.raw_status), clock.now
+    FROM done d, clock
+    UNION ALL
+    SELECT d.message_id, 'transition', d.attempt, 'pending', 'queued', d.provider, d.sid,
+           NULL, NULL, clock.now
+    FROM done d JOIN moved mv ON mv.id = d.message_id, clock
+)
+SELECT d.id, d.message_id, d.sid, d.attempt, (mv.id IS NOT NULL) AS moved, mv.conversation_id
+FROM done d
+LEFT JOIN moved mv ON mv.id = d.message_id;
+
+-- name: outbox_reschedule
+-- A failed attempt that may run again (retryable, ambiguous, config, undelivered alert): the row goes
+-- back to ready at clock + delay. %(give_back)s = 1 returns the attempt (config errors do not burn
+-- the message's attempts; messages.attempts follows). %(unresolved)s keeps attempt_started_at so
+-- the next claimer reconciles an ambiguous attempt before resending; otherwise it is cleared.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+moved AS (
+    UPDATE sms_outbox o
+    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
+        next_attempt_at = clock.now + make_interval(secs => %(delay_seconds)s::float8),
+        attempts = o.attempts - %(give_back)s::int,
+        attempt_started_at = CASE WHEN %(unresolved)s::boolean THEN o.attempt_started_at END,
+        last_error_code = %(error_code)s, last_error_category = %(error_category)s,
+        last_error = %(error_message)s, updated_at = clock.now
+    FROM clock
+    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
+      AND o.state = 'leased'
+    RETURNING o.id, o.message_id, o.provider, o.attempts, o.next_attempt_at
+),
+counted AS (
+    UPDATE sms_messages m
+    SET attempts = least(m.attempts, r.attempts)
+    FROM moved r
+    WHERE m.id = r.message_id AND %(give_back)s::int > 0 AND m.delivery_status = 'pending'
+),
+events AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, attempt, provider, error_code, error_category, detail, occurred_at)
+    SELECT r.message_id, 'attempt_result', %(attempt)s, r.provider, %(error_code)s,
+           %(error_category)s,
+           jsonb_build_object('reason', %(error_message)s::text,
+                              'next_attempt_at', r.next_attempt_at,
+                              'attempt_given_back', %(give_back)s::int > 0),
+           clock.now
+    FROM moved r, clock
+    WHERE r.message_id IS NOT NULL AND %(error_category)s::text IS NOT NULL
+)
+SELECT r.id, r.next_attempt_at FROM moved r;
+
+-- name: outbox_finish
+-- Work that ends here without a send being recorded (final failure, delivered or abandoned alert):
+-- delete the row if it is still ours, with an attempt_result event when a category is given. The
+-- caller does the rest (raise_final_failure, alert state) in the same transaction, and only when a
+-- row came back.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+done AS (
+    DELETE FROM sms_outbox o
+    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
+      AND o.state = 'leased'
+    RETURNING o.id, o.message_id, o.alert_id, o.provider
+),
+events AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, attempt, provider, error_code, error_category, detail, occurred_at)
+    SELECT d.message_id, 'attempt_result', %(attempt)s, d.provider, %(error_code)s,
+           %(error_category)s, jsonb_build_object('reason', %(error_message)s::text), clock.now
+    FROM done d, clock
+    WHERE d.message_id IS NOT NULL AND %(error_category)s::text IS NOT NULL
+)
+SELECT d.id, d.message_id, d.alert_id FROM done d;
+
+-- name: outbox_drop
+-- Claimed send work whose message is no longer pending (canceled, or already moved on): it leaves
+-- the outbox unsent, batch-wise, if still ours.
+DELETE FROM sms_outbox o
+USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
+WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+RETURNING o.id;
+
+-- name: outbox_release
+-- Graceful stop: hand claimed rows back. A row whose attempt never started in this lease gets its
+-- attempt back and is due at once; a row whose attempt started (the call may have reached the
+-- provider) keeps attempt_started_at, so its next claimer reconciles first, and waits
+-- %(settle_seconds)s for a request still in flight to land at the provider.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+)
+UPDATE sms_outbox o
+SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
+    attempts = CASE WHEN i.started THEN o.attempts ELSE o.attempts - 1 END,
+    next_attempt_at = CASE WHEN i.started
+                           THEN clock.now + make_interval(secs => %(settle_seconds)s::float8)
+                           ELSE clock.now END,
+    updated_at = clock.now
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(started)s::boolean[])
+     AS i(id, attempt, started),
+     clock
+WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+RETURNING o.id;
+
+-- name: outbox_sid_owner
+-- Reconciliation may only adopt a provider sid that no other message of ours already holds
+-- (two identical texts to one recipient): the unique (provider, provider_sid) index answers.
+SELECT id FROM sms_messages WHERE provider = %(provider)s AND provider_sid = %(sid)s;
+
+-- name: provider_pauses_open
+-- A config error pauses the provider. Only the first failure of an episode inserts the row (and so
+-- alerts the operator); while a pause is running, more failures from in-flight sends change nothing;
+-- once it has run out, the next failure doubles it, up to the cap. `opened` is true on insert.
+-- A successful send deletes the row (outbox_record_sent), which ends the episode.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+)
+INSERT INTO sms_provider_pauses AS p (provider, paused_until, failures, error_code, reason, updated_at)
+SELECT %(provider)s, clock.now + make_interval(secs => %(base_seconds)s::float8), 1,
+       %(error_code)s, %(reason)s, clock.now
+FROM clock
+ON CONFLICT (provider) DO UPDATE
+SET failures = CASE WHEN p.paused_until > EXCLUDED.updated_at THEN p.failures ELSE p.failures + 1 END,
+    paused_until = CASE
+        WHEN p.paused_until > EXCLUDED.updated_at THEN p.paused_until
+        ELSE EXCLUDED.updated_at + make_interval(secs => least(
+            %(cap_seconds)s::float8, %(base_seconds)s::float8 * 2 ^ least(p.failures, 30)))
+        END,
+    error_code = EXCLUDED.error_code, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at
+RETURNING (xmax = 0) AS opened, failures, paused_until;

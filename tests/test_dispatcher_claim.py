@@ -1,0 +1,162 @@
+"""The claim and the guarded outbox writes, on real PostgreSQL connections (no provider)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from dispatcher.outbox import Outbox, Sent
+from shared.config import Settings
+from shared.db import open_pool
+from shared.queries import q
+from tests.dispatch_support import enqueue_messages, later, outbox_rows, recipients
+
+
+def _claim(conn: psycopg.Connection[Any], owner: str, limit: int, now: Any = None) -> list[int]:
+    rows = conn.execute(
+        q("outbox_claim_due"),
+        {"now": now, "owner": owner, "limit": limit, "lease_seconds": 60.0},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_two_open_claims_never_share_a_row(db_url: str, db: psycopg.Connection[Any]) -> None:
+    """While one claim's transaction is still open, a second claimer skips its rows, not waits."""
+    enqueue_messages(db_url, recipients(10))
+    with psycopg.connect(db_url) as a, psycopg.connect(db_url) as b:
+        first = _claim(a, "a", 6)
+        b.execute("SET lock_timeout = '2s'")  # waiting on a's locks would fail the test
+        second = _claim(b, "b", 6)
+        a.commit()
+        b.commit()
+    assert len(first) == 6
+    assert len(second) == 4
+    assert not set(first) & set(second)
+    owners = {r["id"]: r["lease_owner"] for r in outbox_rows(db)}
+    assert all(owners[i] == "a" for i in first) and all(owners[i] == "b" for i in second)
+
+
+def test_racing_claimers_partition_the_queue(db_url: str, db: psycopg.Connection[Any]) -> None:
+    """Four threads claiming small batches at once take every row exactly once between them."""
+    enqueue_messages(db_url, recipients(120))
+    taken: dict[str, list[int]] = {}
+    start = threading.Barrier(4)
+
+    def worker(name: str) -> None:
+        got: list[int] = []
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            start.wait()
+            while batch := _claim(conn, name, 7):
+                got.extend(batch)
+        taken[name] = got
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    everything = [i for got in taken.values() for i in got]
+    assert len(everything) == 120 and len(set(everything)) == 120
+
+
+def test_rolled_back_claim_leaves_nothing_half_claimed(
+    db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """A claim whose transaction rolls back leaves every row ready, unowned, attempts untouched."""
+    enqueue_messages(db_url, recipients(5))
+    before = outbox_rows(db)
+    with psycopg.connect(db_url) as conn:
+        assert len(_claim(conn, "gone", 5)) == 5
+        conn.rollback()
+    after = outbox_rows(db)
+    assert after == before
+    assert {(r["state"], r["lease_owner"], r["attempts"]) for r in after} == {("ready", None, 0)}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert len(_claim(conn, "next", 5)) == 5
+
+
+def test_paused_provider_work_is_not_claimed(db_url: str, db: psycopg.Connection[Any]) -> None:
+    """Rows of a provider paused until later stay put; they are claimed once the pause is over."""
+    enqueue_messages(db_url, recipients(3))
+    now = later(db)
+    db.execute(
+        "INSERT INTO sms_provider_pauses (provider, paused_until) VALUES ('twilio', %s)",
+        (now + timedelta(seconds=30),),
+    )
+    assert _claim(db, "x", 10, now) == []
+    assert len(_claim(db, "x", 10, now + timedelta(seconds=31))) == 3
+
+
+def test_rescue_reuses_an_unstarted_attempt_and_counts_a_started_one(
+    db_url: str, db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """An expired lease is rescued; its attempt number is reused unless that attempt had started."""
+    enqueue_messages(db_url, recipients(2))
+    t0 = later(db)
+
+    async def go() -> None:
+        pool = await open_pool(db_url, application_name="test", min_size=1, max_size=2)
+        try:
+            dead = Outbox(pool, "dead", settings)
+            works = await dead.claim(10, now=t0)
+            assert [w.attempt for w in works] == [1, 1]
+            started = await dead.start(works[:1], now=t0)
+            assert started == {works[0].id}
+            rescuer = Outbox(pool, "rescuer", settings)
+            assert await rescuer.claim(10, now=t0 + timedelta(seconds=59)) == []
+            rescued = {w.id: w for w in await rescuer.claim(10, now=t0 + timedelta(seconds=61))}
+            assert rescued[works[0].id].attempt == 2
+            assert rescued[works[0].id].unresolved_since == t0  # reconcile since then
+            assert rescued[works[1].id].attempt == 1
+            assert rescued[works[1].id].unresolved_since is None
+            assert all(w.rescued for w in rescued.values())
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+
+
+def test_a_lost_lease_overwrites_nothing(
+    db_url: str, db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """A dispatcher whose lease was rescued by another cannot record, reschedule or release."""
+    (mid,) = enqueue_messages(db_url, recipients(1))
+    t0 = later(db)
+
+    async def go() -> None:
+        pool = await open_pool(db_url, application_name="test", min_size=1, max_size=2)
+        try:
+            slow = Outbox(pool, "slow", settings)
+            (mine,) = await slow.claim(1, now=t0)
+            assert await slow.start([mine], now=t0) == {mine.id}
+            fast = Outbox(pool, "fast", settings)
+            (theirs,) = await fast.claim(1, now=t0 + timedelta(seconds=61))
+            assert await slow.record_sent([Sent(mine, "SMstale", "queued")], now=t0) == []
+            assert not await slow.reschedule(
+                mine,
+                delay_seconds=1,
+                unresolved=False,
+                error_code="x",
+                error_category="retryable",
+                error_message="late",
+            )
+            assert await slow.release([(mine, True)], settle_seconds=0) == 0
+            assert not await slow.fail(
+                mine, error_code="x", error_category="permanent", error_message="late"
+            )
+            assert await slow.start([mine], now=t0 + timedelta(seconds=62)) == set()
+            rows = await fast.record_sent([Sent(theirs, "SMfresh", "queued")], now=t0)
+            assert [r["message_id"] for r in rows] == [mid]
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+    row = db.execute(
+        "SELECT delivery_status, provider_sid FROM sms_messages WHERE id = %s", (mid,)
+    ).fetchone()
+    assert row == ("queued", "SMfresh")
+    assert outbox_rows(db) == []
