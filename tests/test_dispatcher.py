@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from dispatcher.outbox import Outbox
 from dispatcher.service import RunStats
@@ -71,7 +72,9 @@ def test_success_on_each_provider(
     """An accepted send makes the message queued with the provider's sid and leaves the outbox."""
     ids = enqueue_messages(db_url, recipients(3), from_number=sender, provider=provider)
     caplog.set_level(logging.INFO, logger="dispatcher")
+    sent_before = REGISTRY.get_sample_value("sms_sent_total", {"provider": provider}) or 0.0
     (stats,) = run(sim_settings, None)
+    assert REGISTRY.get_sample_value("sms_sent_total", {"provider": provider}) == sent_before + 3
     assert (stats.claimed, stats.sent) == (3, 3)
     at_sim = {m["sid"]: m for m in sim.messages()}
     for status, category, code, attempts, sid in statuses(db, ids).values():

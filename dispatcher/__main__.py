@@ -1,0 +1,87 @@
+"""`python -m dispatcher`: composition root (settings, logging, pool, providers, the loop).
+
+Exits 0 after SIGTERM/SIGINT once in-flight work is finished or released (DISPATCH_GRACE_SECONDS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Mapping
+
+import httpx
+
+from dispatcher import sweeper
+from dispatcher.runner import Runner, Sweep
+from dispatcher.service import Dispatcher
+from dispatcher.wakeup import Wakeup
+from shared import metrics
+from shared.config import load_settings
+from shared.db import conninfo_with_app, open_pool
+from shared.errors import ConfigError
+from shared.logs import setup_logging
+from shared.providers.registry import open_providers
+
+log = logging.getLogger("dispatcher")
+
+
+def owner_id() -> str:
+    """`host:pid:uuid8`: who holds a lease, readable in sms_outbox.lease_owner."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def serve(environ: Mapping[str, str]) -> int:
+    settings = load_settings(environ)
+    setup_logging(settings.log_level, unmasked_numbers=settings.log_unmasked_numbers)
+    if not settings.database_url:
+        raise ConfigError("DATABASE_URL is not set")
+    if settings.metrics_port:
+        metrics.start_metrics_server(settings.metrics_port)
+    pool = await open_pool(
+        settings.database_url,
+        application_name="sms-dispatcher",
+        min_size=2,
+        max_size=max(4, min(20, settings.dispatch_concurrency // 4 + 2)),
+    )
+    providers = await open_providers(settings)
+    http = httpx.AsyncClient()
+    dispatcher = Dispatcher(
+        settings=settings, pool=pool, providers=providers, owner=owner_id(), http=http
+    )
+    # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, the callbacks work) runs inside this
+    # process; Runner calls it every `sweep_every` seconds and logs (never raises) its failures.
+    sweep: Sweep = functools.partial(sweeper.sweep_once, pool, providers, settings)
+    runner = Runner(
+        dispatcher,
+        Wakeup(conninfo_with_app(settings.database_url, "sms-dispatcher-listen")),
+        sweep=sweep,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runner.stop)
+    try:
+        await runner.run()
+    finally:
+        await http.aclose()
+        for provider in providers.values():
+            await provider.aclose()
+        await pool.close()
+    return 0
+
+
+def main() -> int:
+    try:
+        return asyncio.run(serve(os.environ))
+    except ConfigError as e:
+        print(f"dispatcher: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

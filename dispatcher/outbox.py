@@ -1,0 +1,344 @@
+"""The dispatcher's side of sms_outbox: claim, start, record, reschedule, finish, release.
+
+Each method is one short transaction on a pooled connection (never open across a provider call);
+every change to a claimed row is guarded by owner and attempt in SQL (sql/queries/outbox.sql).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from psycopg import AsyncConnection, errors
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from shared import alerts
+from shared.config import Settings
+from shared.queries import q
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# A transaction that lost a deadlock or serialization race is simply run again, a few times.
+_TRANSIENT = (errors.DeadlockDetected, errors.SerializationFailure)
+_TRIES = 3
+
+
+@dataclass(frozen=True)
+class Work:
+    """One claimed outbox row, with its message's columns for send work."""
+
+    id: int
+    kind: str  # send_sms | deliver_alert
+    attempt: int
+    lease_expires_at: datetime
+    claimed_at: datetime
+    rescued: bool
+    # Set when an earlier attempt may have reached the provider: reconcile before any resend.
+    unresolved_since: datetime | None
+    message_id: UUID | None = None
+    alert_id: int | None = None
+    provider: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    body: str | None = None
+    delivery_status: str | None = None
+    conversation_id: UUID | None = None
+    request_id: str | None = None
+    last_error_code: str | None = None
+    last_error_category: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A send the provider accepted, or a sid reconciliation adopted."""
+
+    work: Work
+    sid: str
+    raw_status: str
+    reconciled: bool = False
+
+
+class Outbox:
+    """Claimed-work bookkeeping for one dispatcher (`owner`)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], owner: str, settings: Settings) -> None:
+        self.pool = pool
+        self.owner = owner
+        self.settings = settings
+
+    async def _tx(self, body: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run `body` in one transaction, again if it lost a deadlock or serialization race."""
+        for attempt in range(1, _TRIES + 1):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    return await body(conn)
+            except _TRANSIENT:
+                if attempt == _TRIES:
+                    raise
+                log.warning("transaction retried", extra={"action": "tx_retry", "attempt": attempt})
+        raise AssertionError("unreachable")
+
+    async def _rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        async def body(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(q(name), params)
+                return await cur.fetchall()
+
+        return await self._tx(body)
+
+    async def claim(self, limit: int, *, now: datetime | None = None) -> list[Work]:
+        """Lease up to `limit` due rows (committed at once)."""
+        if limit <= 0:
+            return []
+        rows = await self._rows(
+            "outbox_claim_due",
+            {
+                "now": now,
+                "owner": self.owner,
+                "limit": limit,
+                "lease_seconds": self.settings.dispatch_lease_seconds,
+            },
+        )
+        return [
+            Work(
+                id=r["id"],
+                kind=r["kind"],
+                attempt=r["attempts"],
+                lease_expires_at=r["lease_expires_at"],
+                claimed_at=r["claimed_at"],
+                rescued=r["rescued"],
+                unresolved_since=r["attempt_started_at"],
+                message_id=r["message_id"],
+                alert_id=r["alert_id"],
+                provider=r["provider"],
+                from_number=r["from_number"],
+                to_number=r["to_number"],
+                body=r["body"],
+                delivery_status=r["delivery_status"],
+                conversation_id=r["conversation_id"],
+                request_id=r["request_id"],
+                last_error_code=r["last_error_code"],
+                last_error_category=r["last_error_category"],
+                last_error=r["last_error"],
+            )
+            for r in rows
+        ]
+
+    async def start(self, works: Sequence[Work], *, now: datetime | None = None) -> set[int]:
+        """Commit "attempt N started" for `works`; the ids that are still ours and may be sent."""
+        if not works:
+            return set()
+        rows = await self._rows(
+            "outbox_start_attempts",
+            {
+                "now": now,
+                "owner": self.owner,
+                "ids": [w.id for w in works],
+                "attempts": [w.attempt for w in works],
+            },
+        )
+        return {r["id"] for r in rows}
+
+    async def record_sent(
+        self, sent: Sequence[Sent], *, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Record accepted sends in one transaction; the rows that were still ours."""
+        if not sent:
+            return []
+        return await self._rows(
+            "outbox_record_sent",
+            {
+                "now": now,
+                "owner": self.owner,
+                "ids": [s.work.id for s in sent],
+                "attempts": [s.work.attempt for s in sent],
+                "sids": [s.sid for s in sent],
+                "raw_statuses": [s.raw_status for s in sent],
+                "reconciled": [s.reconciled for s in sent],
+            },
+        )
+
+    async def reschedule(
+        self,
+        work: Work,
+        *,
+        delay_seconds: float,
+        unresolved: bool,
+        give_back: bool = False,
+        error_code: str | None,
+        error_category: str | None,
+        error_message: str | None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Put `work` back to ready after `delay_seconds`; False when it was no longer ours."""
+        rows = await self._rows(
+            "outbox_reschedule",
+            {
+                "now": now,
+                "owner": self.owner,
+                "id": work.id,
+                "attempt": work.attempt,
+                "delay_seconds": max(delay_seconds, 0.0),
+                "give_back": 1 if give_back else 0,
+                "unresolved": unresolved,
+                "error_code": error_code,
+                "error_category": error_category,
+                "error_message": error_message,
+            },
+        )
+        return bool(rows)
+
+    async def fail(
+        self,
+        work: Work,
+        *,
+        error_code: str | None,
+        error_category: str,
+        error_message: str | None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Final failure of send work: row deleted, message failed, alert raised: one tx."""
+
+        async def body(conn: AsyncConnection[Any]) -> bool:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    q("outbox_finish"),
+                    {
+                        "now": now,
+                        "owner": self.owner,
+                        "id": work.id,
+                        "attempt": work.attempt,
+                        "error_code": error_code,
+                        "error_category": error_category,
+                        "error_message": error_message,
+                    },
+                )
+                if await cur.fetchone() is None:
+                    return False
+            assert work.message_id is not None
+            await alerts.raise_final_failure(
+                conn,
+                work.message_id,
+                error_code=error_code,
+                error_category=error_category,
+                error_message=error_message,
+                settings=self.settings,
+                now=now,
+            )
+            return True
+
+        return await self._tx(body)
+
+    async def finish_alert(
+        self, work: Work, *, delivery_state: str, now: datetime | None = None
+    ) -> bool:
+        """Alert delivery ended (delivered, failed, not_configured): row deleted, alert marked."""
+
+        async def body(conn: AsyncConnection[Any]) -> bool:
+            params = {"now": now, "owner": self.owner, "id": work.id, "attempt": work.attempt}
+            params |= {"error_code": None, "error_category": None, "error_message": None}
+            cur = await conn.execute(q("outbox_finish"), params)
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute(
+                q("alerts_mark_delivery"),
+                {"now": now, "alert_id": work.alert_id, "state": delivery_state},
+            )
+            return True
+
+        return await self._tx(body)
+
+    async def alert_body(self, work: Work) -> dict[str, Any] | None:
+        """The alert a deliver_alert row carries: id, kind, delivery_state and the JSON body."""
+        rows = await self._rows("alerts_for_delivery", {"alert_id": work.alert_id})
+        return rows[0] if rows else None
+
+    async def drop(self, works: Sequence[Work]) -> int:
+        """Remove claimed send work whose message is no longer pending; how many rows went."""
+        if not works:
+            return 0
+        rows = await self._rows(
+            "outbox_drop",
+            {
+                "owner": self.owner,
+                "ids": [w.id for w in works],
+                "attempts": [w.attempt for w in works],
+            },
+        )
+        return len(rows)
+
+    async def release(
+        self,
+        held: Sequence[tuple[Work, bool]],
+        *,
+        settle_seconds: float,
+        now: datetime | None = None,
+    ) -> int:
+        """Hand claimed rows back on shutdown; (work, attempt_started) pairs. How many went back."""
+        if not held:
+            return 0
+        rows = await self._rows(
+            "outbox_release",
+            {
+                "now": now,
+                "owner": self.owner,
+                "ids": [w.id for w, _ in held],
+                "attempts": [w.attempt for w, _ in held],
+                "started": [started for _, started in held],
+                "settle_seconds": settle_seconds,
+            },
+        )
+        return len(rows)
+
+    async def sid_owner(self, provider: str, sid: str) -> UUID | None:
+        """The message of ours that already holds this provider sid, if any."""
+        rows = await self._rows("outbox_sid_owner", {"provider": provider, "sid": sid})
+        return rows[0]["id"] if rows else None
+
+    async def pause_provider(
+        self,
+        provider: str,
+        *,
+        error_code: str | None,
+        reason: str,
+        now: datetime | None = None,
+    ) -> bool:
+        """Pause `provider` after a config error; alert the operator when a new episode opens.
+
+        Returns whether this call opened the episode (and so raised the one alert).
+        """
+
+        async def body(conn: AsyncConnection[Any]) -> bool:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    q("provider_pauses_open"),
+                    {
+                        "now": now,
+                        "provider": provider,
+                        "error_code": error_code,
+                        "reason": reason,
+                        "base_seconds": self.settings.provider_pause_seconds,
+                        "cap_seconds": self.settings.provider_pause_cap_seconds,
+                    },
+                )
+                row = await cur.fetchone()
+            assert row is not None
+            if row["opened"]:
+                await alerts.raise_provider_config_alert(
+                    conn,
+                    provider,
+                    error_code=error_code,
+                    error_message=reason,
+                    paused_until=row["paused_until"],
+                    settings=self.settings,
+                    now=now,
+                )
+            return bool(row["opened"])
+
+        return await self._tx(body)

@@ -1,0 +1,130 @@
+"""The daemon loop around Dispatcher: claim while there is room, wake on NOTIFY or poll, stop well.
+
+Graceful stop (SIGTERM/SIGINT): no claim starts after the signal; rows whose attempt had not
+started are handed back at once with their attempt returned; sends in flight get until
+DISPATCH_GRACE_SECONDS to finish; whatever is still in flight then is cancelled and handed back
+with attempt_started_at kept, so the next claimer reconciles it before any resend (the call may
+have reached the provider). Nothing stays leased to a stopped dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from dispatcher.outbox import Work
+from dispatcher.service import Dispatcher
+from dispatcher.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+Sweep = Callable[[], Awaitable[object]]
+
+
+class Runner:
+    """Runs one Dispatcher until stop() is called."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        wakeup: Wakeup,
+        *,
+        sweep: Sweep | None = None,
+        sweep_every: float = 60.0,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.wakeup = wakeup
+        self.sweep = sweep
+        self.sweep_every = sweep_every
+        self.batches: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        """Claim nothing more; in-flight work finishes or is released (signal handler)."""
+        if not self.dispatcher.stopping.is_set():
+            log.info("stopping", extra={"action": "stop"})
+        self.dispatcher.stopping.set()
+        self.wakeup.poke()
+        self.dispatcher.capacity.set()
+
+    async def run(self) -> None:
+        """Claim and process until stopped, then shut down within the grace period."""
+        d = self.dispatcher
+        settings = d.settings
+        stop = d.stopping
+        background = [asyncio.create_task(self.wakeup.listen(stop))]
+        if self.sweep is not None:
+            background.append(asyncio.create_task(self._sweep_loop()))
+        batch_size = min(settings.dispatch_batch_size, settings.dispatch_concurrency)
+        # Wait for a quarter batch of room rather than claiming one row at a time.
+        min_claim = max(1, batch_size // 4)
+        log.info("dispatcher running", extra={"action": "start", "owner": d.owner})
+        try:
+            while not stop.is_set():
+                if d.free_slots() < min_claim:
+                    d.capacity.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(settings.dispatch_poll_seconds):
+                            await d.capacity.wait()
+                    continue
+                limit = d.claim_limit()
+                try:
+                    works = await d.claim()
+                except Exception:
+                    log.exception(
+                        "claim failed; retrying after the poll interval",
+                        extra={"action": "claim_failed"},
+                    )
+                    await self.wakeup.wait(settings.dispatch_poll_seconds)
+                    continue
+                if works:
+                    task = asyncio.create_task(self._batch(works))
+                    self.batches.add(task)
+                    task.add_done_callback(self.batches.discard)
+                if len(works) < limit:  # the queue has nothing more due: sleep until woken
+                    await self.wakeup.wait(settings.dispatch_poll_seconds)
+        finally:
+            await self._shutdown()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+        log.info("dispatcher stopped", extra={"action": "stopped", "owner": d.owner})
+
+    # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, callbacks work) runs here every
+    # `sweep_every` seconds when __main__ passes `sweep`; a failing sweep is logged, never fatal.
+    async def _sweep_loop(self) -> None:
+        assert self.sweep is not None
+        while not self.dispatcher.stopping.is_set():
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("status sweep failed", extra={"action": "sweep_failed"})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sweep_every):
+                    await self.dispatcher.stopping.wait()
+
+    async def _batch(self, works: Sequence[Work]) -> None:
+        try:
+            await self.dispatcher.process(works)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Rows of this batch stay leased in the database; their leases expire and any
+            # dispatcher (this one included) rescues and reconciles them.
+            log.exception("batch failed", extra={"action": "batch_failed", "count": len(works)})
+            self.dispatcher.forget([w for w in works if w.id in self.dispatcher.held])
+
+    async def _shutdown(self) -> None:
+        d = self.dispatcher
+        grace = d.settings.dispatch_grace_seconds
+        # Keep some of the grace period for cancelling and the release statement.
+        wait = max(grace - min(2.0, grace * 0.25), 0.0)
+        if self.batches:
+            _, pending = await asyncio.wait(set(self.batches), timeout=wait)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await d.release_held()
+        except Exception:
+            log.exception("release failed; leases will expire", extra={"action": "release_failed"})

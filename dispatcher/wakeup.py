@@ -1,0 +1,76 @@
+"""LISTEN sms_outbox_wakeup on a dedicated connection; the poll timeout covers what it misses.
+
+A notification only shortens the wait: the claim loop polls every DISPATCH_POLL_SECONDS anyway, so a
+lost notification or a dropped connection (database restart) never stalls the queue. A dropped
+connection is re-opened with backoff while the loop keeps polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+
+from shared.alerts import WAKEUP_CHANNEL
+
+log = logging.getLogger(__name__)
+_MAX_BACKOFF = 30.0
+# How often the listening connection proves it is alive (a dead socket fails the probe).
+_PROBE_SECONDS = 5.0
+
+
+class Wakeup:
+    """An event set by every NOTIFY on the wake-up channel (and by stop)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.event = asyncio.Event()
+        self.connected = asyncio.Event()  # for tests and readiness: LISTEN is in place
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait for a wake-up or the poll timeout; whether a wake-up came."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.event.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.event.clear()
+        return True
+
+    def poke(self) -> None:
+        """Wake the loop now (stop requests, freed capacity)."""
+        self.event.set()
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Keep a LISTEN connection open until `stop` is set, reconnecting with backoff."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    self.connected.set()
+                    backoff = 0.5
+                    # Anything committed before LISTEN took effect is found by this first poke.
+                    self.poke()
+                    while not stop.is_set():
+                        async for _ in conn.notifies(timeout=_PROBE_SECONDS):
+                            self.poke()
+                            if stop.is_set():
+                                break
+                        await conn.execute("SELECT 1")
+            except psycopg.Error as e:
+                self.connected.clear()
+                log.warning(
+                    "wake-up connection lost; polling until it is back",
+                    extra={"action": "listen_reconnect", "error": type(e).__name__},
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff):
+                        await stop.wait()
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+        self.connected.clear()
