@@ -103,6 +103,6 @@ def test_appending_never_needs_fewer_parts(body: str, extra: str) -> None:
         assert after >= before
 
 
-def test_longest_allowed_body_fits_the_schema() -> None:
-    """1,600 astral characters (3,200 UTF-16 units) need 48 UCS-2 parts, the schema's maximum."""
-    assert count_segments("\U0001f600" * 1600) == (48, UCS2)
+def test_longest_allowed_body_needs_49_parts() -> None:
+    """1,600 astral characters need 49 UCS-2 parts (a surrogate pair never splits across parts)."""
+    assert count_segments("\U0001f600" * 1600) == (49, UCS2)

@@ -55,8 +55,8 @@ CREATE TABLE sms_messages (
     error_code       text,
     error_category   text CHECK (error_category IN ('retryable', 'permanent', 'ambiguous', 'config', 'delivery')),
     error_message    text,
-    -- 1,600 characters of astral-plane text are 3,200 UTF-16 units: 48 UCS-2 parts of 67.
-    segments         integer NOT NULL CHECK (segments BETWEEN 1 AND 48),
+    -- 1,600 astral characters are 1,600 surrogate pairs; a pair never splits, so 33 fit a part: 49 parts.
+    segments         integer NOT NULL CHECK (segments BETWEEN 1 AND 49),
     encoding         text NOT NULL CHECK (encoding IN ('GSM-7', 'UCS-2')),
     attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     api_key_id       bigint REFERENCES sms_api_keys (id),

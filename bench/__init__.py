@@ -1,0 +1,1 @@
+"""`make bench`: enqueue and dispatch measured beside this machine's limits and pgqueuer."""

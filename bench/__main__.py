@@ -1,0 +1,279 @@
+"""`python -m bench` (`make bench`): measure enqueue and dispatch beside this machine's limits
+and pgqueuer, in one run, on an own embedded PostgreSQL; table to stdout, JSON to
+bench/results/latest.json. Exit 1 when a correctness check failed (lost, duplicated or stuck
+messages), so a fast wrong answer cannot pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from bench import dispatch, e2e, enqueue, peer, report, seed
+from bench.stack import Stack
+from bench.stats import latency_ms, ratio, spread
+from shared.logs import setup_logging
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+GROUPS = ("dispatch", "enqueue", "e2e")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 run, small counts")
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (median, min-max)")
+    p.add_argument(
+        "--messages", type=int, default=20_000, help="messages per no-op and pgqueuer drain"
+    )
+    p.add_argument(
+        "--sim-messages",
+        type=int,
+        default=5_000,
+        help="messages per drain through the simulator (0 and 200 ms)",
+    )
+    p.add_argument("--enqueue-seconds", type=float, default=8.0, help="per enqueue run")
+    p.add_argument("--e2e-seconds", type=float, default=10.0, help="per end-to-end run")
+    p.add_argument("--concurrency", type=int, default=64, help="DISPATCH_CONCURRENCY")
+    p.add_argument("--batch-size", type=int, default=100, help="DISPATCH_BATCH_SIZE")
+    p.add_argument("--pgqueuer-batch", type=int, default=10, help="pgqueuer batch_size (default)")
+    p.add_argument("--only", default=",".join(GROUPS), help=f"subset of {','.join(GROUPS)}")
+    p.add_argument("--timeout", type=float, default=240.0, help="bound on each drain, seconds")
+    p.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the measured processes")
+    p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.messages, args.sim_messages = 1, 2_000, 1_000
+        args.enqueue_seconds, args.e2e_seconds = 3.0, 3.0
+    args.only = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = set(args.only) - set(GROUPS)
+    if unknown:
+        p.error(f"unknown --only groups: {', '.join(sorted(unknown))}")
+    return args
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def log_to_file(path: Path, level: str) -> None:
+    """In-process code (the no-op dispatcher, pgqueuer) logs as the services do, into a file."""
+    setup_logging(level)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(path.open("a"))
+
+
+def run_dispatch(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
+    n, url = args.messages, stack.database_url
+    noop: list[float] = []
+    pgq: list[float] = []
+    for r in range(args.runs):
+        d = asyncio.run(dispatch.drain_noop(stack, n, f"noop{r}", limit_seconds=args.timeout))
+        problems += d.problems
+        noop.append(d.rate)
+        peer.clear(url)
+        rate, found = asyncio.run(
+            peer.drain(url, n, batch_size=args.pgqueuer_batch, limit_seconds=args.timeout)
+        )
+        peer.clear(url)
+        problems += found
+        pgq.append(rate)
+        say(f"  run {r + 1}: no-op {d.rate:,.0f}/s, pgqueuer {rate:,.0f}/s")
+    stack.start_dispatcher()
+    sims: dict[float, list[float]] = {0.0: [], 0.2: []}
+    for latency, rates in sims.items():
+        for r in range(args.runs):
+            tag = f"sim{latency * 1000:.0f}ms{r}"
+            d = dispatch.drain_simulator(
+                stack, args.sim_messages, tag, latency=latency, timeout=args.timeout
+            )
+            problems += d.problems
+            rates.append(d.rate)
+            say(f"  run {r + 1}: simulator {latency * 1000:.0f} ms {d.rate:,.0f}/s")
+    stack.stop("dispatcher")
+    ceiling = args.concurrency / 0.2
+    out = {
+        "noop": spread(noop),
+        "pgqueuer": spread(pgq),
+        "sim_0ms": spread(sims[0.0]),
+        "sim_200ms": spread(sims[0.2]),
+        "ceiling_200ms": ceiling,
+    }
+    out["dispatch_vs_pgqueuer"] = ratio(out["noop"]["median"], out["pgqueuer"]["median"])
+    out["latency_efficiency"] = ratio(out["sim_200ms"]["median"], ceiling)
+    return out
+
+
+def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
+    secs, url = args.enqueue_seconds, stack.database_url
+    stack.start_api()
+    loads: dict[int, list[enqueue.Load]] = {16: [], 64: []}
+    bench_rates: list[float] = []
+    pgq_rates: list[float] = []
+    for r in range(args.runs):
+        for c, runs in loads.items():
+            load = asyncio.run(
+                enqueue.api_load(stack, concurrency=c, seconds=secs, tag=f"api{c}r{r}")
+            )
+            problems += load.problems
+            runs.append(load)
+            say(f"  run {r + 1}: API c{c} {load.rate:,.0f}/s p99 {load.latency['p99_ms']} ms")
+        tps, found = enqueue.pgbench(stack, clients=16, seconds=secs, workdir=stack.workdir)
+        problems += found
+        bench_rates.append(tps)
+        peer.clear(url)
+        rate = asyncio.run(peer.enqueue(url, tasks=16, seconds=secs))
+        peer.clear(url)
+        pgq_rates.append(rate)
+        say(f"  run {r + 1}: pgbench {tps:,.0f}/s, pgqueuer enqueue {rate:,.0f}/s")
+    stack.stop("api")
+    out: dict[str, Any] = {}
+    for c, runs in loads.items():
+        s = spread([x.rate for x in runs])
+        s["p50_ms"] = spread([x.latency["p50_ms"] for x in runs], 2)
+        s["p99_ms"] = spread([x.latency["p99_ms"] for x in runs], 2)
+        out[f"api_c{c}"] = s
+    out["pgbench_c16"] = spread(bench_rates)
+    out["pgqueuer_c16"] = spread(pgq_rates)
+    api16 = out["api_c16"]["median"]
+    out["enqueue_ratio"] = ratio(api16, out["pgbench_c16"]["median"])
+    out["enqueue_vs_pgqueuer"] = ratio(api16, out["pgqueuer_c16"]["median"])
+    return out
+
+
+def run_e2e(
+    stack: Stack, args: argparse.Namespace, max_rate: float, problems: list[str]
+) -> dict[str, Any]:
+    rate = max(max_rate / 2, 1.0)
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        seed.clear_messages(conn)  # the enqueue runs' leftovers must not reach the simulator
+    stack.start_api()
+    stack.start_dispatcher()
+    p50: list[float] = []
+    p99: list[float] = []
+    achieved: list[float] = []
+    for r in range(args.runs):
+        lat, got, found = e2e.run(
+            stack, rate=rate, seconds=args.e2e_seconds, tag=f"e2e{r}", drain_timeout=args.timeout
+        )
+        problems += found
+        summary = latency_ms(lat)
+        p50.append(summary["p50_ms"])
+        p99.append(summary["p99_ms"])
+        achieved.append(got)
+        say(f"  run {r + 1}: {got:,.0f}/s p50 {summary['p50_ms']} ms p99 {summary['p99_ms']} ms")
+    stack.stop("dispatcher")
+    stack.stop("api")
+    return {
+        "rate": round(rate, 1),
+        "achieved_rate": spread(achieved),
+        "p50_ms": spread(p50, 2),
+        "p99_ms": spread(p99, 2),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    def terminate(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)  # unwinds through Stack.__exit__: everything stops
+
+    signal.signal(signal.SIGTERM, terminate)
+    workdir = Path(tempfile.mkdtemp(prefix="sms-outbox-bench-"))
+    problems: list[str] = []
+    t0 = time.monotonic()
+    result: dict[str, Any] = {}
+    try:
+        with Stack(workdir, log_level=args.log_level) as stack:
+            say(f"bench: work dir {workdir}; starting embedded PostgreSQL")
+            stack.start_database()
+            stack.build_env(
+                DISPATCH_CONCURRENCY=str(args.concurrency),
+                DISPATCH_BATCH_SIZE=str(args.batch_size),
+            )
+            log_to_file(workdir / "bench-inprocess.log", args.log_level)
+            result["machine"] = report.machine(stack.server_version())
+            result["pgqueuer_version"] = asyncio.run(peer.install(stack.database_url))
+            stack.start_simulator()
+            if "dispatch" in args.only:
+                say(
+                    f"dispatch: draining {args.messages:,} messages per run"
+                    f" ({args.sim_messages:,} through the simulator)"
+                )
+                result["dispatch"] = run_dispatch(stack, args, problems)
+            if "enqueue" in args.only:
+                say(f"enqueue: {args.enqueue_seconds:g} s per run")
+                result["enqueue"] = run_enqueue(stack, args, problems)
+            if "e2e" in args.only:
+                rates = [
+                    result.get("enqueue", {}).get(f"api_c{c}", {}).get("median") for c in (16, 64)
+                ]
+                known = [r for r in rates if r]
+                if not known:  # enqueue not measured in this run: find the maximum quickly
+                    stack.start_api()
+                    load = asyncio.run(
+                        enqueue.api_load(stack, concurrency=16, seconds=3, tag="probe")
+                    )
+                    stack.stop("api")
+                    known = [load.rate]
+                say(f"end-to-end: at half the maximum enqueue rate ({max(known):,.0f}/s)")
+                result["e2e"] = run_e2e(stack, args, max(known), problems)
+            result["memory"] = {
+                f"{role}_mb": round(peak / 2**20, 1)
+                for role, peak in sorted(stack.memory.peaks.items())
+            }
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result["config"] = {
+        "runs": args.runs,
+        "quick": args.quick,
+        "messages": args.messages,
+        "sim_messages": args.sim_messages,
+        "enqueue_seconds": args.enqueue_seconds,
+        "e2e_seconds": args.e2e_seconds,
+        "concurrency": args.concurrency,
+        "batch_size": args.batch_size,
+        "pgqueuer_batch": args.pgqueuer_batch,
+        "log_level": args.log_level,
+        "simulator_callbacks": False,
+        "wall_seconds": round(time.monotonic() - t0, 1),
+    }
+    d, e, x = result.get("dispatch", {}), result.get("enqueue", {}), result.get("e2e", {})
+    flat = {
+        "enqueue_ratio": e.get("enqueue_ratio"),
+        "enqueue_vs_pgqueuer": e.get("enqueue_vs_pgqueuer"),
+        "api_c16_p99_ms": e.get("api_c16", {}).get("p99_ms", {}).get("median"),
+        "dispatch_vs_pgqueuer": d.get("dispatch_vs_pgqueuer"),
+        "latency_efficiency": d.get("latency_efficiency"),
+        "e2e_p50_ms": x.get("p50_ms", {}).get("median"),
+        "e2e_p99_ms": x.get("p99_ms", {}).get("median"),
+    }
+    result["ratios"] = {k: v for k, v in flat.items() if "ms" not in k}
+    result["targets"] = report.check_targets(flat)
+    result["not_measured"] = {
+        "batch_enqueue": "POST /sms/send/batch does not exist yet",
+        "growth": "claim latency with 1 M / 5 M history is not measured yet",
+    }
+    result["problems"] = problems
+    report.write_json(result, args.output)
+    print(report.table(result))
+    say(f"bench: {time.monotonic() - t0:.0f} s; JSON in {args.output}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

