@@ -18,7 +18,10 @@ from starlette.routing import BaseRoute, Route
 from api.errors import ApiError, handle_api_error, handle_http_exception
 from api.health import healthz, readyz
 from api.messages import get_message
+from api.metrics import metrics_endpoint
 from api.middleware import RequestContext
+from api.openapi import openapi_endpoint
+from api.operations import cancel_message, list_messages, retry_message
 from api.send import send_sms
 from api.webhooks import routes as webhook_routes
 from shared import senders
@@ -98,7 +101,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/sms/send", send_sms, methods=["POST"]),
+        Route("/sms/messages", list_messages, methods=["GET"]),
         Route("/sms/messages/{message_id}", get_message, methods=["GET"]),
+        Route("/sms/messages/{message_id}/cancel", cancel_message, methods=["POST"]),
+        Route("/sms/messages/{message_id}/retry", retry_message, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         *webhook_routes,
     ]
     return Starlette(

@@ -19,8 +19,8 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def message_view(row: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON shape of a message (the keys of the 202 body, plus its fate and history)."""
+def message_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The JSON shape of a message without its history (the keys of the 202 body, its fate)."""
     error = None
     if row["error_code"] is not None or row["error_category"] is not None:
         error = {
@@ -47,6 +47,13 @@ def message_view(row: dict[str, Any], events: list[dict[str, Any]]) -> dict[str,
         "updated_at": _iso(row["updated_at"]),
         "submitted_at": _iso(row["submitted_at"]),
         "final_at": _iso(row["final_at"]),
+    }
+
+
+def message_view(row: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A message with its event timeline (GET /sms/messages/{id}, cancel, retry)."""
+    return {
+        **message_fields(row),
         "events": [
             {
                 "id": e["id"],

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from api.auth import require_key
 from api.errors import ApiError
 from api.payload import read_json_object
-from shared import messages, senders
+from shared import messages, metrics, senders
 from shared.config import Settings
 from shared.logs import mask_number
 from shared.messages import EnqueueResult, Problem
@@ -225,6 +225,7 @@ async def send_sms(request: Request) -> JSONResponse:
     if result.replayed:
         _log_replay(result)
     else:
+        metrics.MESSAGES_ACCEPTED.labels(result.provider).inc()
         request.app.state.wakeup.wake()
     return accepted(result)
 

@@ -8,15 +8,19 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import psycopg
+from psycopg import AsyncConnection
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from shared import metrics
 from shared.config import Settings
 from shared.providers.base import Provider
+from shared.queries import q
 from shared.status import apply_update
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,7 @@ async def _callback(request: Request, provider_name: str, path: str) -> Response
             "status callback refused: bad or missing signature",
             extra={"action": "callback_forbidden", "provider": provider_name},
         )
+        metrics.SIGNATURE_FAILURES.labels(provider_name).inc()
         return Response(status_code=403)
 
     try:
@@ -103,12 +108,17 @@ async def _callback(request: Request, provider_name: str, path: str) -> Response
     try:
         async with request.app.state.pool.connection() as conn:
             result = await apply_update(conn, update, settings=settings)
+            lag = await _callback_lag(conn, result.message_id) if result.recorded else None
     except psycopg.OperationalError:
         log.exception(
             "status callback not applied: database unavailable",
             extra={"action": "callback_db_error", "provider": provider_name},
         )
         return Response(status_code=503)  # the provider may try again
+    if result.recorded:
+        metrics.CALLBACKS.labels(provider_name, update.status or "unrecognized").inc()
+    if lag is not None:
+        metrics.CALLBACK_LAG.labels(provider_name).observe(max(lag, 0.0))
     log.debug(
         "status callback applied",
         extra={
@@ -119,6 +129,16 @@ async def _callback(request: Request, provider_name: str, path: str) -> Response
         },
     )
     return Response(status_code=204)
+
+
+async def _callback_lag(conn: AsyncConnection[Any], message_id: UUID | None) -> float | None:
+    """Seconds since the message was accepted by its provider, None when unknown."""
+    if message_id is None:
+        return None
+    async with conn.transaction():
+        cur = await conn.execute(q("ops_callback_lag"), {"id": message_id})
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

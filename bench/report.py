@@ -36,7 +36,7 @@ def machine(server_version: str) -> dict[str, Any]:
                 break
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - read-only, for the record
+            ["git", "rev-parse", "--short", "HEAD"],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -175,9 +175,7 @@ class Stack:
     def start(self, name: str, argv: list[str], *, health: str | None = None) -> Proc:
         """Start one process (log in workdir/name.log), wait for `health` to answer 200."""
         log = (self.workdir / f"{name}.log").open("ab")
-        popen = subprocess.Popen(  # noqa: S603 - fixed argv of our own programs
-            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        popen = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         proc = Proc(name, popen, log)
         self.procs[name] = proc
         if name in ("api", "dispatcher"):

@@ -1,6 +1,7 @@
-"""smsctl: operator commands (API keys, sending one message); DATABASE_URL from the environment.
+"""smsctl: operator commands; DATABASE_URL (and the sender settings) from the environment.
 
 Exit codes: 0 done, 1 not found / refused / database failure, 2 usage or configuration error.
+Every read command takes --json.
 """
 
 from __future__ import annotations
@@ -15,27 +16,96 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from shared import apikeys, messages, senders, wakeup
-from shared.config import Settings, load_settings
+from shared import apikeys, cli_actions, cli_reports, messages, senders, wakeup
+from shared.cli_reports import OK, REFUSED, USAGE, print_json
+from shared.config import PROVIDERS, Settings, load_settings
 from shared.errors import ConfigError
+from shared.lifecycle import STATUSES
+from shared.retention import DEFAULT_BATCH
 
-OK, REFUSED, USAGE = 0, 1, 2
+Command = Callable[[AsyncConnection[Any], argparse.Namespace, Settings], Awaitable[int]]
+
+
+def _plain(
+    func: Callable[[AsyncConnection[Any], argparse.Namespace], Awaitable[int]],
+) -> Command:
+    async def command(conn: AsyncConnection[Any], args: argparse.Namespace, _: Settings) -> int:
+        return await func(conn, args)
+
+    return command
+
+
+def _reader(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsctl", description="Operate sms-outbox.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     keys = commands.add_parser("api-keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="key_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it (once) on stdout")
     create.add_argument("name", help="who the key is for")
-    key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    create.set_defaults(func=_plain(_keys_create))
+    _reader(key_commands.add_parser("list", help="list keys (never the keys themselves)"))
+    key_commands.choices["list"].set_defaults(func=_plain(_keys_list))
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
+    revoke.set_defaults(func=_plain(_keys_revoke))
+
     send = commands.add_parser("send", help="queue one SMS and print its id")
     send.add_argument("--to", required=True, help="recipient phone number")
     send.add_argument("--body", required=True, help="message text")
     send.add_argument("--from", dest="from_number", help="sender number (default sender if absent)")
+    send.set_defaults(func=_send)
+
+    show = _reader(commands.add_parser("show", help="a message and its whole timeline"))
+    show.add_argument("id", help="message id")
+    show.set_defaults(func=_plain(cli_reports.show))
+
+    listing = _reader(commands.add_parser("list", help="messages, newest first"))
+    listing.add_argument("--status", choices=sorted(STATUSES))
+    listing.add_argument("--conversation", help="conversation id")
+    listing.add_argument("--number", help="recipient or sender number")
+    listing.add_argument("--since", help="ISO 8601 time, or an age such as 6h or 7d")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (1-200)")
+    listing.set_defaults(func=cli_reports.list_messages)
+
+    outbox = _reader(commands.add_parser("outbox", help="queue depth, leases, paused providers"))
+    outbox.set_defaults(func=_plain(cli_reports.outbox))
+
+    retry = commands.add_parser("retry", help="requeue failed messages with a fresh budget")
+    retry.add_argument("id", nargs="?", help="message id")
+    retry.add_argument("--failed-since", help="every requeueable message failed since T")
+    retry.set_defaults(func=_plain(cli_actions.retry))
+
+    cancel = commands.add_parser("cancel", help="cancel a pending message")
+    cancel.add_argument("id", help="message id")
+    cancel.set_defaults(func=_plain(cli_actions.cancel))
+
+    sender = commands.add_parser("senders", help="list, add and disable sender numbers")
+    sender_commands = sender.add_subparsers(dest="sender_command", required=True)
+    _reader(sender_commands.add_parser("list", help="every sender")).set_defaults(
+        func=_plain(cli_reports.senders_list)
+    )
+    add = sender_commands.add_parser("add", help="add an enabled sender number")
+    add.add_argument("number")
+    add.add_argument("--provider", required=True, choices=PROVIDERS)
+    add.set_defaults(func=cli_actions.senders_add)
+    disable = sender_commands.add_parser("disable", help="refuse a number as 'from' from now on")
+    disable.add_argument("number")
+    disable.set_defaults(func=cli_actions.senders_disable)
+
+    alerts = _reader(commands.add_parser("alerts", help="recent alerts, newest first"))
+    alerts.add_argument("--limit", type=int, default=50)
+    alerts.set_defaults(func=_plain(cli_reports.alerts))
+
+    prune = commands.add_parser("prune", help="delete final messages older than DURATION")
+    prune.add_argument("--older-than", required=True, help="e.g. 90d, 12w")
+    prune.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rows per transaction")
+    prune.set_defaults(func=_plain(cli_actions.prune))
     return parser
 
 
@@ -55,8 +125,12 @@ async def _keys_create(conn: AsyncConnection[Any], args: argparse.Namespace) -> 
 
 
 async def _keys_list(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
+    keys = await apikeys.list_keys(conn)
+    if args.json:
+        print_json([vars(key) for key in keys])
+        return OK
     print("id\tname\tcreated_at\trevoked_at")
-    for key in await apikeys.list_keys(conn):
+    for key in keys:
         revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
         print(f"{key.id}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
     return OK
@@ -104,15 +178,9 @@ async def _send(conn: AsyncConnection[Any], args: argparse.Namespace, settings: 
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    commands: dict[str, Callable[[AsyncConnection[Any], argparse.Namespace], Awaitable[int]]] = {
-        "create": _keys_create,
-        "list": _keys_list,
-        "revoke": _keys_revoke,
-    }
+    command: Command = args.func
     async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-        if args.command == "send":
-            return await _send(conn, args, settings)
-        return await commands[args.key_command](conn, args)
+        return await command(conn, args, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
