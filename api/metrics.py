@@ -1,0 +1,34 @@
+"""GET /metrics: the process's Prometheus metrics, with the queue gauges read at scrape time."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shared import metrics
+from shared.queries import q
+
+log = logging.getLogger(__name__)
+# A scrape must not hang on a busy pool; the counters are served without the queue gauges then.
+QUEUE_TIMEOUT_SECONDS: Final = 2.0
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    pool: AsyncConnectionPool = request.app.state.pool
+    try:
+        async with pool.connection(timeout=QUEUE_TIMEOUT_SECONDS) as conn:
+            async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(q("ops_outbox_depth"))
+                rows = await cur.fetchall()
+        metrics.set_queue(rows)
+    except Exception as e:
+        log.warning(
+            "queue gauges not refreshed",
+            extra={"action": "metrics_queue_failed", "error_category": type(e).__name__},
+        )
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)

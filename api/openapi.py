@@ -1,0 +1,405 @@
+"""GET /openapi.json: the OpenAPI 3.1 description of what this server really does.
+
+Written by hand next to the handlers it describes; tests/test_openapi.py runs schemathesis
+against a live server with it, so a difference between the two fails the suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from shared.lifecycle import STATUSES
+from shared.operations import MAX_PAGE
+
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+_NULLABLE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
+_REQUEST_ID: Final = {
+    "description": "The request's X-Request-ID (the caller's, or one we made up).",
+    "schema": {"type": "string"},
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-ID": _REQUEST_ID},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+    }
+
+
+def _json(description: str, ref: str, **headers: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-ID": _REQUEST_ID, **headers},
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_UNAUTHORIZED: Final = _error_response("Missing, malformed, unknown or revoked API key.")
+_NOT_FOUND: Final = _error_response("No message has this id (or the id is not a UUID).")
+_MESSAGE_ID: Final = {
+    "name": "message_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+_NO_BODY: Final = {"description": "No body.", "headers": {"X-Request-ID": _REQUEST_ID}}
+
+_MESSAGE_PROPERTIES: Final[dict[str, Any]] = {
+    "id": {"type": "string", "format": "uuid"},
+    "status": {"type": "string", "enum": sorted(STATUSES)},
+    "conversation_id": {"type": "string", "format": "uuid"},
+    "direction": {"type": "string", "enum": ["outbound"]},
+    "to": {"type": "string", "description": "Recipient, E.164."},
+    "from": {"type": "string", "description": "Sender, E.164."},
+    "body": {"type": "string"},
+    "provider": {"type": "string", "enum": ["twilio", "signalwire"]},
+    "provider_sid": _NULLABLE_STRING,
+    "segments": {"type": "integer", "minimum": 1},
+    "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
+    "attempts": {"type": "integer", "minimum": 0},
+    "error": {
+        "oneOf": [
+            {"type": "null"},
+            {
+                "type": "object",
+                "required": ["code", "category", "message"],
+                "properties": {
+                    "code": _NULLABLE_STRING,
+                    "category": _NULLABLE_STRING,
+                    "message": _NULLABLE_STRING,
+                },
+            },
+        ]
+    },
+    "request_id": _NULLABLE_STRING,
+    "created_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+    "submitted_at": _NULLABLE_TIME,
+    "final_at": _NULLABLE_TIME,
+}
+
+_SCHEMAS: Final[dict[str, Any]] = {
+    "Errors": {
+        "type": "object",
+        "required": ["errors"],
+        "properties": {
+            "errors": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "field": {"type": "string", "description": "The field at fault."},
+                        "code": {"type": "string", "description": "Stable machine code."},
+                        "message": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
+    "SendRequest": {
+        "type": "object",
+        "required": ["to", "body"],
+        "additionalProperties": False,
+        "properties": {
+            "to": {"type": "string", "description": "Recipient phone number (E.164 preferred)."},
+            "body": {"type": "string", "minLength": 1, "maxLength": 1600},
+            "from": {"type": "string", "description": "One of our senders; default if absent."},
+            "conversation_id": {"type": "string", "format": "uuid"},
+        },
+    },
+    "SendAccepted": {
+        "type": "object",
+        "required": [
+            "id",
+            "status",
+            "conversation_id",
+            "to",
+            "from",
+            "provider",
+            "provider_sid",
+            "segments",
+            "encoding",
+            "created_at",
+        ],
+        "properties": {
+            **{
+                k: _MESSAGE_PROPERTIES[k]
+                for k in ("id", "conversation_id", "to", "from", "provider", "segments")
+            },
+            "encoding": _MESSAGE_PROPERTIES["encoding"],
+            "created_at": _MESSAGE_PROPERTIES["created_at"],
+            "status": {"type": "string", "enum": ["pending"]},
+            "provider_sid": {"type": "null"},
+        },
+    },
+    "MessageSummary": {
+        "type": "object",
+        "required": sorted(_MESSAGE_PROPERTIES),
+        "properties": _MESSAGE_PROPERTIES,
+    },
+    "Message": {
+        "type": "object",
+        "required": [*sorted(_MESSAGE_PROPERTIES), "events"],
+        "properties": {
+            **_MESSAGE_PROPERTIES,
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["id", "type", "occurred_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "type": {
+                "type": "string",
+                "enum": [
+                    "created",
+                    "attempt_started",
+                    "attempt_result",
+                    "callback",
+                    "transition",
+                    "alert",
+                    "canceled",
+                    "requeued",
+                    "reconciled",
+                    "sweep",
+                ],
+            },
+            "attempt": {"type": ["integer", "null"]},
+            "from_status": _NULLABLE_STRING,
+            "to_status": _NULLABLE_STRING,
+            "provider": _NULLABLE_STRING,
+            "provider_sid": _NULLABLE_STRING,
+            "error_code": _NULLABLE_STRING,
+            "error_category": _NULLABLE_STRING,
+            "detail": {"description": "Raw callback payload or structured detail."},
+            "occurred_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "MessagePage": {
+        "type": "object",
+        "required": ["messages", "next_cursor"],
+        "properties": {
+            "messages": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/MessageSummary"},
+            },
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+    },
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+_CALLBACK_BODIES: Final[dict[str, Any]] = {
+    "application/x-www-form-urlencoded": {
+        "type": "object",
+        "required": ["MessageSid", "MessageStatus"],
+        "properties": {
+            "MessageSid": {"type": "string"},
+            "MessageStatus": {"type": "string"},
+            "ErrorCode": {"type": "string"},
+        },
+    },
+    "application/json": {"type": "object"},
+}
+
+
+def _callback(summary: str, media: list[str]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {m: {"schema": _CALLBACK_BODIES[m]} for m in media},
+            },
+            "responses": {
+                "204": {**_NO_BODY, "description": "Recorded (also for unknown messages)."},
+                "400": {**_NO_BODY, "description": "Signed but unreadable."},
+                "403": {**_NO_BODY, "description": "Bad or missing signature."},
+                "413": {**_NO_BODY, "description": "Too large for a status callback."},
+                "503": {**_NO_BODY, "description": "Database unavailable; try again."},
+            },
+        }
+    }
+
+
+def _operation(summary: str, response: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "parameters": [_MESSAGE_ID],
+            "responses": {
+                "200": response,
+                "401": _UNAUTHORIZED,
+                "404": _NOT_FOUND,
+                "409": _error_response("Not allowed in the message's state; `code` says why."),
+            },
+        }
+    }
+
+
+DOCUMENT: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "sms-outbox",
+        "version": "0.1.0",
+        "description": "Outbound SMS through a transactional PostgreSQL outbox. Errors are "
+        '`{"errors": [{"field"?, "code", "message"}]}`.',
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": _SCHEMAS,
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/sms/send": {
+            "post": {
+                "summary": "Queue one SMS (written with its outbox row in one transaction).",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SendRequest"}}
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        "Queued (or the original answer to a replayed Idempotency-Key).",
+                        "SendAccepted",
+                        Location={"schema": {"type": "string"}},
+                    ),
+                    "400": _error_response("Every validation problem at once."),
+                    "401": _UNAUTHORIZED,
+                    "409": _error_response("Idempotency-Key already used for another request."),
+                    "413": _error_response("Request body too large."),
+                    "415": _error_response("Content-Type is not JSON."),
+                },
+            }
+        },
+        "/sms/messages": {
+            "get": {
+                "summary": "Messages, newest first, filtered, in cursor pages.",
+                "parameters": [
+                    _query("status", {"type": "string", "enum": sorted(STATUSES)}, "Status."),
+                    _query("conversation_id", {"type": "string", "format": "uuid"}, "Thread."),
+                    _query("to", {"type": "string"}, "Recipient number."),
+                    _query("from", {"type": "string"}, "Sender number."),
+                    _query(
+                        "since", {"type": "string", "format": "date-time"}, "Created at or after."
+                    ),
+                    _query("until", {"type": "string", "format": "date-time"}, "Created before."),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50},
+                        "Page size.",
+                    ),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page."),
+                ],
+                "responses": {
+                    "200": _json("One page.", "MessagePage"),
+                    "400": _error_response("Bad filter, limit or cursor (all listed at once)."),
+                    "401": _UNAUTHORIZED,
+                },
+            }
+        },
+        "/sms/messages/{message_id}": {
+            "get": {
+                "summary": "A message, its error, attempts and event timeline.",
+                "parameters": [_MESSAGE_ID],
+                "responses": {
+                    "200": _json("The message.", "Message"),
+                    "401": _UNAUTHORIZED,
+                    "404": _NOT_FOUND,
+                },
+            }
+        },
+        "/sms/messages/{message_id}/cancel": _operation(
+            "Cancel a pending message (409 not_pending or send_in_progress otherwise).",
+            _json("Canceled; the message as it is now.", "Message"),
+        ),
+        "/sms/messages/{message_id}/retry": _operation(
+            "Requeue a failed message with a fresh attempt budget (409 not_failed, or "
+            "already_accepted_by_provider when the provider accepted it once).",
+            _json("Requeued; the message as it is now.", "Message"),
+        ),
+        "/healthz": {
+            "get": {
+                "summary": "The process answers.",
+                "security": [],
+                "responses": {"200": _json("Alive.", "Status")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "The database answers too.",
+                "security": [],
+                "responses": {
+                    "200": _json("Ready.", "Status"),
+                    "503": _json("Database unreachable.", "Status"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format).",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Metrics.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/webhook/twilio/status": _callback(
+            "Twilio status callback (X-Twilio-Signature).", ["application/x-www-form-urlencoded"]
+        ),
+        "/webhook/signalwire/status": _callback(
+            "SignalWire status callback (X-SignalWire-Signature).",
+            ["application/json", "application/x-www-form-urlencoded"],
+        ),
+    },
+}
+
+
+async def openapi_endpoint(request: Request) -> JSONResponse:
+    return JSONResponse(DOCUMENT)

@@ -1,0 +1,167 @@
+"""GET /sms/messages (filters, cursor pages), POST /sms/messages/{id}/cancel and /retry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+from uuid import UUID
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.auth import require_key
+from api.errors import ApiError
+from api.messages import message_fields, message_view
+from shared import messages, metrics, operations, senders
+from shared.config import Settings
+from shared.lifecycle import STATUSES
+from shared.messages import Problem
+from shared.operations import Filters
+
+LIST_PARAMS: Final = (
+    "status",
+    "conversation_id",
+    "to",
+    "from",
+    "since",
+    "until",
+    "limit",
+    "cursor",
+)
+
+
+def _timestamp(raw: str, name: str, problems: list[Problem]) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        problems.append(
+            Problem(name, "invalid_timestamp", "must be an ISO 8601 date-time with an offset")
+        )
+        return None
+    return value
+
+
+def parse_list_query(
+    params: QueryParams, region: str
+) -> tuple[Filters, int, str | None, list[Problem]]:
+    """The filters, page size and cursor of a listing, and every problem with them at once."""
+    problems = [
+        Problem(name, "unknown_parameter", f"unknown parameter; expected {', '.join(LIST_PARAMS)}")
+        for name in params
+        if name not in LIST_PARAMS
+    ]
+    for name in params:
+        if name in LIST_PARAMS and len(params.getlist(name)) > 1:
+            problems.append(Problem(name, "repeated_parameter", "give this parameter once"))
+    status = params.get("status")
+    if status is not None and status not in STATUSES:
+        problems.append(
+            Problem("status", "invalid_status", f"one of {', '.join(sorted(STATUSES))}")
+        )
+    conversation_id = None
+    if (raw := params.get("conversation_id")) is not None:
+        try:
+            conversation_id = UUID(raw)
+        except ValueError:
+            problems.append(Problem("conversation_id", "invalid_uuid", "must be a UUID"))
+    numbers: dict[str, str | None] = {}
+    for name in ("to", "from"):
+        raw = params.get(name)
+        numbers[name] = None
+        if raw is not None:
+            numbers[name] = e164 = (
+                senders.to_e164(raw, region) if len(raw) <= messages.MAX_NUMBER_INPUT else None
+            )
+            if e164 is None:
+                problems.append(Problem(name, "invalid_number", "not a phone number"))
+    since = until = None
+    if (raw := params.get("since")) is not None:
+        since = _timestamp(raw, "since", problems)
+    if (raw := params.get("until")) is not None:
+        until = _timestamp(raw, "until", problems)
+    limit = operations.DEFAULT_PAGE
+    if (raw := params.get("limit")) is not None:
+        if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= operations.MAX_PAGE:
+            limit = int(raw)
+        else:
+            problems.append(
+                Problem("limit", "invalid_limit", f"an integer from 1 to {operations.MAX_PAGE}")
+            )
+    cursor = params.get("cursor")
+    if cursor is not None:
+        try:
+            operations.decode_cursor(cursor)
+        except operations.BadCursor:
+            problems.append(Problem("cursor", "invalid_cursor", "not a cursor from this API"))
+    filters = Filters(
+        status=status,
+        conversation_id=conversation_id,
+        to_number=numbers["to"],
+        from_number=numbers["from"],
+        since=since,
+        until=until,
+    )
+    return filters, limit, cursor, problems
+
+
+async def list_messages(request: Request) -> JSONResponse:
+    await require_key(request)
+    settings: Settings = request.app.state.settings
+    filters, limit, cursor, problems = parse_list_query(
+        request.query_params, settings.default_region
+    )
+    if problems:
+        raise ApiError(400, problems)
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with pool.connection() as conn:
+        page = await operations.list_messages(conn, filters, limit=limit, cursor=cursor)
+    return JSONResponse(
+        {"messages": [message_fields(row) for row in page.rows], "next_cursor": page.next_cursor}
+    )
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, code="not_found", message="no such message")
+
+
+def _message_id(request: Request) -> UUID:
+    try:
+        return UUID(request.path_params["message_id"])
+    except ValueError:
+        raise _not_found() from None
+
+
+async def _operate(request: Request, action: str) -> JSONResponse:
+    key_id = await require_key(request)
+    message_id = _message_id(request)
+    pool: AsyncConnectionPool = request.app.state.pool
+    actor = f"api-key:{key_id}"
+    async with pool.connection() as conn:
+        try:
+            if action == "cancel":
+                await operations.cancel(conn, message_id, actor=actor)
+            else:
+                await operations.requeue(conn, message_id, actor=actor)
+        except operations.NotFound:
+            raise _not_found() from None
+        except operations.Refused as e:
+            raise ApiError(409, code=e.code, message=e.message) from None
+        row = await messages.get_message(conn, message_id)
+        events = await messages.get_events(conn, message_id)
+    assert row is not None
+    metrics.OPERATOR_ACTIONS.labels(action).inc()
+    if action == "retry":
+        request.app.state.wakeup.wake()
+    return JSONResponse(message_view(row, events))
+
+
+async def cancel_message(request: Request) -> JSONResponse:
+    return await _operate(request, "cancel")
+
+
+async def retry_message(request: Request) -> JSONResponse:
+    return await _operate(request, "retry")

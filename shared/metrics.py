@@ -1,0 +1,139 @@
+"""Prometheus metrics of both processes (prometheus-client, default registry).
+
+The API serves them at GET /metrics; the dispatcher calls `start_metrics_server(port)`. Label
+values come from small fixed sets (provider, outcome class, our status vocabulary), never from
+request data, so the series count stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+# Provider calls take tens of milliseconds to seconds; the hard timeout defaults to 10 s.
+_SEND_BUCKETS: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Provider acceptance to a status callback: seconds for "sent", minutes to hours for "delivered".
+_LAG_BUCKETS: Final = (0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+
+# API
+MESSAGES_ACCEPTED: Final = Counter(
+    "sms_messages_accepted",
+    "Messages created by POST /sms/send (idempotent replays not counted).",
+    ["provider"],
+)
+CALLBACKS: Final = Counter(
+    "sms_callbacks",
+    "Signed status callbacks applied, by provider and reported status (our vocabulary; "
+    "'unrecognized' when the provider's status is not in it).",
+    ["provider", "status"],
+)
+SIGNATURE_FAILURES: Final = Counter(
+    "sms_callback_signature_failures",
+    "Status callbacks refused with 403 for a bad or missing signature.",
+    ["provider"],
+)
+CALLBACK_LAG: Final = Histogram(
+    "sms_callback_lag_seconds",
+    "Time from the provider accepting a message to each status callback about it.",
+    ["provider"],
+    buckets=_LAG_BUCKETS,
+)
+OPERATOR_ACTIONS: Final = Counter(
+    "sms_operator_actions",
+    "Cancels and requeues done through the API or smsctl.",
+    ["action"],
+)
+
+# Queue (set at scrape time from sms_queue_health by whoever serves /metrics)
+OUTBOX_DEPTH: Final = Gauge(
+    "sms_outbox_depth", "Rows in sms_outbox by kind and state.", ["kind", "state"]
+)
+OUTBOX_DUE: Final = Gauge("sms_outbox_due", "Rows in sms_outbox due now, by kind.", ["kind"])
+OUTBOX_OLDEST_DUE: Final = Gauge(
+    "sms_outbox_oldest_due_seconds",
+    "How long the oldest due row of each kind has been due (0 when none is due).",
+    ["kind"],
+)
+
+# Dispatcher
+SENT: Final = Counter(
+    "sms_sent",
+    "Messages a provider accepted (including sids adopted by reconciliation).",
+    ["provider"],
+)
+FAILED: Final = Counter(
+    "sms_failed",
+    "Messages that finally failed at send time, by outcome class (permanent, retryable or "
+    "ambiguous after the last attempt, config).",
+    ["provider", "category"],
+)
+RETRIES: Final = Counter(
+    "sms_retries",
+    "Send attempts rescheduled for another try, by outcome class.",
+    ["provider", "category"],
+)
+AMBIGUOUS: Final = Counter(
+    "sms_ambiguous_attempts",
+    "Send attempts whose outcome was unknown (timeout, 5xx, lease lost mid-call).",
+    ["provider"],
+)
+RECONCILIATIONS: Final = Counter(
+    "sms_reconciliations",
+    "Reconciliations of ambiguous attempts: adopted (the provider had it), resend (it did not), "
+    "error (the look-up failed).",
+    ["provider", "result"],
+)
+SEND_LATENCY: Final = Histogram(
+    "sms_send_duration_seconds",
+    "Duration of provider send calls, by outcome class.",
+    ["provider", "outcome"],
+    buckets=_SEND_BUCKETS,
+)
+
+
+def set_queue(rows: Iterable[Mapping[str, Any]]) -> None:
+    """Set the queue gauges from sms_queue_health rows (kind, state, depth, due, oldest due age).
+
+    Series of a kind/state that has no rows any more are reset to 0 rather than left stale.
+    """
+    OUTBOX_DEPTH.clear()
+    OUTBOX_DUE.clear()
+    OUTBOX_OLDEST_DUE.clear()
+    for kind in ("send_sms", "deliver_alert"):
+        for state in ("ready", "leased"):
+            OUTBOX_DEPTH.labels(kind, state).set(0)
+        OUTBOX_DUE.labels(kind).set(0)
+        OUTBOX_OLDEST_DUE.labels(kind).set(0)
+    oldest: dict[str, float] = {}
+    due: dict[str, float] = {}
+    for row in rows:
+        OUTBOX_DEPTH.labels(row["kind"], row["state"]).set(float(row["depth"]))
+        due[row["kind"]] = due.get(row["kind"], 0.0) + float(row["due"])
+        if row["oldest_due_seconds"] is not None:
+            age = float(row["oldest_due_seconds"])
+            oldest[row["kind"]] = max(oldest.get(row["kind"], 0.0), age)
+    for kind, count in due.items():
+        OUTBOX_DUE.labels(kind).set(count)
+    for kind, age in oldest.items():
+        OUTBOX_OLDEST_DUE.labels(kind).set(age)
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric of this process."""
+    return generate_latest(REGISTRY)
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts
+    """Serve /metrics on `port` from a background thread (the dispatcher's METRICS_PORT)."""
+    start_http_server(port, addr=addr)

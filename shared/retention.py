@@ -1,0 +1,54 @@
+"""Retention: delete old final messages (with their events and alerts), in batches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+
+from shared.queries import q
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH: Final = 1000
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one prune removed."""
+
+    messages: int
+    orphan_events: int
+
+
+async def prune(
+    conn: AsyncConnection[Any], older_than: timedelta, *, batch: int = DEFAULT_BATCH
+) -> Pruned:
+    """Delete messages that reached a final status more than `older_than` ago (database clock),
+    batch by batch.
+
+    Each batch is its own short transaction. Messages with outbox work (their own or their
+    alert's) are kept; events go with their message (ON DELETE CASCADE), and callbacks for unknown
+    messages that old go too. Conversations stay (they are small and get reused).
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    messages = events = 0
+    for name in ("ops_prune_messages", "ops_prune_orphan_events"):
+        while True:
+            async with conn.transaction():
+                cur = await conn.execute(q(name), {"older_than": older_than, "batch": batch})
+                removed = len(await cur.fetchall())
+            if name == "ops_prune_messages":
+                messages += removed
+            else:
+                events += removed
+            if removed < batch:
+                break
+    log.info(
+        "pruned",
+        extra={"action": "prune", "messages": messages, "orphan_events": events},
+    )
+    return Pruned(messages, events)
