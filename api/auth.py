@@ -5,13 +5,15 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from api.connections import autocommit
 from api.errors import ApiError
 from shared import apikeys
 
 UNAUTHORIZED_MESSAGE = "a valid API key is required: Authorization: Bearer <key>"
 
 
-def _unauthorized() -> ApiError:
+def unauthorized() -> ApiError:
+    """The one 401 of every refused key."""
     return ApiError(
         401,
         code="unauthorized",
@@ -35,10 +37,10 @@ async def require_key(request: Request) -> int:
     """The id of the request's API key; raises the 401 ApiError otherwise."""
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
-        raise _unauthorized()
+        raise unauthorized()
     pool: AsyncConnectionPool = request.app.state.pool
-    async with pool.connection() as conn:
+    async with autocommit(pool) as conn:
         key_id = await apikeys.authenticate(conn, token)
     if key_id is None:
-        raise _unauthorized()
+        raise unauthorized()
     return key_id

@@ -14,10 +14,11 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import require_key
+from api.auth import bearer_token, unauthorized
+from api.connections import autocommit
 from api.errors import ApiError
 from api.payload import read_json_object
-from shared import messages, metrics, senders
+from shared import apikeys, messages, metrics, senders
 from shared.config import Settings
 from shared.logs import mask_number
 from shared.messages import EnqueueResult, Problem
@@ -92,39 +93,41 @@ def parse_send(payload: dict[str, Any], settings: Settings) -> tuple[SendInput, 
 
 
 async def check_references(
-    conn: AsyncConnection[Any], given: SendInput, from_named: bool
+    conn: AsyncConnection[Any], given: SendInput, from_named: bool, default: Sender | None
 ) -> tuple[Sender | None, list[Problem]]:
-    """The sender to use, and the problems with `from` and `conversation_id` (database checks)."""
+    """The sender to use, and the problems with `from` and `conversation_id` (database checks);
+    `default` is the default sender, read with the API key."""
     problems: list[Problem] = []
     sender: Sender | None = None
-    async with conn.transaction():
-        if given.from_number is not None:
-            sender = await senders.lookup(conn, given.from_number)
-            if sender is None:
-                problems.append(Problem("from", "unknown_sender", "not one of our sender numbers"))
-            elif not sender.enabled:
-                problems.append(Problem("from", "sender_disabled", "this sender is disabled"))
-                sender = None
-        elif not from_named:
-            sender = await senders.default_sender(conn)
-            if sender is None:
-                problems.append(
-                    Problem("from", "no_default_sender", "no default sender is set; name one")
+    # Plain reads, each one statement (one round trip on the autocommit connection); the enqueue
+    # checks the conversation's pair again inside its own transaction.
+    if given.from_number is not None:
+        sender = await senders.lookup(conn, given.from_number)
+        if sender is None:
+            problems.append(Problem("from", "unknown_sender", "not one of our sender numbers"))
+        elif not sender.enabled:
+            problems.append(Problem("from", "sender_disabled", "this sender is disabled"))
+            sender = None
+    elif not from_named:
+        sender = default
+        if sender is None:
+            problems.append(
+                Problem("from", "no_default_sender", "no default sender is set; name one")
+            )
+    if given.conversation_id is not None:
+        pair = await messages.conversation_pair(conn, given.conversation_id)
+        if pair is None:
+            problems.append(
+                Problem("conversation_id", "unknown_conversation", "no such conversation")
+            )
+        elif sender is not None and pair != (sender.phone_number, given.to):
+            problems.append(
+                Problem(
+                    "conversation_id",
+                    "conversation_mismatch",
+                    "the conversation is between another sender and recipient",
                 )
-        if given.conversation_id is not None:
-            pair = await messages.conversation_pair(conn, given.conversation_id)
-            if pair is None:
-                problems.append(
-                    Problem("conversation_id", "unknown_conversation", "no such conversation")
-                )
-            elif sender is not None and pair != (sender.phone_number, given.to):
-                problems.append(
-                    Problem(
-                        "conversation_id",
-                        "conversation_mismatch",
-                        "the conversation is between another sender and recipient",
-                    )
-                )
+            )
     return sender, problems
 
 
@@ -180,13 +183,19 @@ def _reused() -> ApiError:
 async def send_sms(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     pool: AsyncConnectionPool = request.app.state.pool
-    api_key_id = await require_key(request)
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise unauthorized()
+    async with autocommit(pool) as conn:
+        api_key_id, default = await apikeys.authenticate_with_default_sender(conn, token)
+    if api_key_id is None:
+        raise unauthorized()
     key = request.headers.get(IDEMPOTENCY_HEADER)
     payload = await read_json_object(request, settings.max_request_bytes)
     key_problems = check_idempotency_key(key)
     given, problems = parse_send(payload, settings)
     digest = request_hash(payload) if key is not None and not key_problems else None
-    async with pool.connection() as conn:
+    async with autocommit(pool) as conn:
         if key is not None and digest is not None:
             try:
                 earlier = await messages.find_by_idempotency_key(conn, api_key_id, key, digest)
@@ -196,7 +205,7 @@ async def send_sms(request: Request) -> JSONResponse:
                 _log_replay(earlier)
                 return accepted(earlier)
         sender, found = await check_references(
-            conn, given, from_named=payload.get("from") is not None
+            conn, given, from_named=payload.get("from") is not None, default=default
         )
         problems = key_problems + problems + found
         if problems:

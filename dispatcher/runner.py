@@ -20,6 +20,10 @@ from dispatcher.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 Sweep = Callable[[], Awaitable[object]]
+# With only a few slots free, wait at most this long for more to free up before claiming: claims
+# stay batched without leaving a free slot idle for long (a slot idle 50 ms at 200 ms provider
+# latency is a quarter of its throughput lost).
+CLAIM_GATHER_SECONDS = 0.005
 
 
 class Runner:
@@ -56,17 +60,18 @@ class Runner:
         if self.sweep is not None:
             background.append(asyncio.create_task(self._sweep_loop()))
         batch_size = min(settings.dispatch_batch_size, settings.dispatch_concurrency)
-        # Wait for a quarter batch of room rather than claiming one row at a time.
+        # Claim a quarter batch at a time when slots free up that fast; else what is free.
         min_claim = max(1, batch_size // 4)
         log.info("dispatcher running", extra={"action": "start", "owner": d.owner})
         try:
             while not stop.is_set():
-                if d.free_slots() < min_claim:
-                    d.capacity.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(settings.dispatch_poll_seconds):
-                            await d.capacity.wait()
+                if d.free_slots() == 0:
+                    await self._capacity(settings.dispatch_poll_seconds)
                     continue
+                if d.free_slots() < min_claim:
+                    await self._gather(min_claim)
+                    if stop.is_set():
+                        break
                 limit = d.claim_limit()
                 try:
                     works = await d.claim()
@@ -89,6 +94,25 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
         log.info("dispatcher stopped", extra={"action": "stopped", "owner": d.owner})
+
+    async def _capacity(self, seconds: float) -> None:
+        """Wait up to `seconds` for a held row to settle (a slot to free up)."""
+        d = self.dispatcher
+        d.capacity.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await d.capacity.wait()
+
+    async def _gather(self, wanted: int) -> None:
+        """Wait up to CLAIM_GATHER_SECONDS for `wanted` free slots; sooner if they are free."""
+        d = self.dispatcher
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLAIM_GATHER_SECONDS
+        while d.free_slots() < wanted and not d.stopping.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await self._capacity(remaining)
 
     # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, callbacks work) runs here every
     # `sweep_every` seconds when __main__ passes `sweep`; a failing sweep is logged, never fatal.

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from dispatcher import alert_webhook
 from dispatcher.outbox import Outbox, Sent, Work
+from dispatcher.recorder import Recorder
 from shared import metrics
 from shared.config import Settings
 from shared.logs import mask_number
@@ -40,6 +41,8 @@ RECONCILE_SKEW = timedelta(seconds=5)
 # A row whose call may still be in flight at shutdown is not due again before this: a request that
 # already left lands at the provider first, so the next claimer's reconciliation sees it.
 SETTLE_SECONDS = 5.0
+# Accepted sends are recorded in groups: a lone one waits this long for company (group commit).
+RECORD_WAIT_SECONDS = 0.002
 
 
 @dataclass
@@ -68,6 +71,8 @@ class _Held:
     work: Work
     deadline: float  # event-loop time by which the call must be over (lease minus a margin)
     started: bool = False
+    # The provider call is over and its acceptance waits for the recorder: no slot is used.
+    called: bool = False
 
 
 @dataclass
@@ -98,13 +103,21 @@ class Dispatcher:
         self.rand = rand
         self.stopping = asyncio.Event()
         self.held: dict[int, _Held] = {}
+        self.recording = 0  # held rows whose call is over, waiting for their group's write
         self.capacity = asyncio.Event()  # set whenever a held row settles
         # A call must end this long before the lease does: no one may rescue a row still in flight.
         self.lease_margin = max(settings.dispatch_lease_seconds * 0.2, 0.2)
+        self.recorder = Recorder(
+            self._write_sent,
+            max_rows=max(settings.dispatch_batch_size, settings.dispatch_concurrency),
+            max_wait=RECORD_WAIT_SECONDS,
+        )
 
     def free_slots(self) -> int:
-        """How many more rows this dispatcher may hold (DISPATCH_CONCURRENCY bounds them)."""
-        return max(self.settings.dispatch_concurrency - len(self.held), 0)
+        """How many more rows this dispatcher may take on: DISPATCH_CONCURRENCY bounds the rows
+        being claimed, started or sent; an accepted send waiting to be recorded uses no slot."""
+        busy = max(len(self.held) - self.recording, 0)
+        return max(self.settings.dispatch_concurrency - busy, 0)
 
     async def run_once(self, now: datetime | None = None) -> RunStats:
         """Claim one batch, process it fully, return what happened; `now` injects the clock."""
@@ -186,24 +199,40 @@ class Dispatcher:
         if self.stopping.is_set() or not to_send:
             return
         started = await self.outbox.start(to_send, now=batch.now)
-        tasks: set[asyncio.Task[Sent | None]] = set()
+        tasks: list[asyncio.Task[None]] = []
         for w in to_send:
             if w.id not in started:
                 self._stale(w, batch, "attempt start")
                 self._settle(w)
                 continue
             self.held[w.id].started = True
-            tasks.add(asyncio.create_task(self._attempt(w, batch)))
+            tasks.append(asyncio.create_task(self._attempt_and_record(w, batch)))
         try:
-            while tasks:
-                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                accepted = [s for t in done if (s := t.result()) is not None]
-                await self._record_sent(accepted, batch)
+            await asyncio.gather(*tasks)
         except BaseException:
             # Cancelled at shutdown or the database failed: no send task may outlive its batch.
             for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+    async def _attempt_and_record(self, work: Work, batch: _Batch) -> None:
+        """One send slot: call the provider, and record an accepted send with other slots'."""
+        sent = await self._attempt(work, batch)
+        if sent is None:
+            return
+        held = self.held.get(work.id)
+        if held is not None:
+            held.called = True
+            self.recording += 1
+            self.capacity.set()
+        try:
+            row = await self.recorder.record(sent, batch.now)
+        finally:
+            if held is not None and held.called:
+                held.called = False
+                self.recording -= 1
+        self._recorded(sent, row, batch)
 
     async def _reconcile(self, work: Work, batch: _Batch) -> bool:
         """Resolve an earlier attempt that may have reached the provider; whether to send now."""
@@ -218,11 +247,11 @@ class Dispatcher:
                     work.from_number, work.to_number, work.body, since
                 )
         except ProviderError as e:
-            metrics.RECONCILIATIONS.labels(work.provider, "error").inc()
+            metrics.child(metrics.RECONCILIATIONS, work.provider, "error").inc()
             await self._failure(work, e, batch, unresolved=True)
             return False
         except Exception as e:
-            metrics.RECONCILIATIONS.labels(work.provider, "error").inc()
+            metrics.child(metrics.RECONCILIATIONS, work.provider, "error").inc()
             log.exception("reconciliation lookup failed", extra=self._extra(work))
             err = ProviderError(Category.AMBIGUOUS, f"lookup failed: {type(e).__name__}")
             await self._failure(work, err, batch, unresolved=True)
@@ -233,7 +262,7 @@ class Dispatcher:
                 # Logged once recorded (action "reconciled").
                 await self._record_sent([Sent(work, remote.sid, remote.raw_status, True)], batch)
                 return False
-        metrics.RECONCILIATIONS.labels(work.provider, "resend").inc()
+        metrics.child(metrics.RECONCILIATIONS, work.provider, "resend").inc()
         log.info(
             "earlier attempt not found at the provider; sending",
             extra={**self._extra(work), "action": "reconcile_miss"},
@@ -284,13 +313,15 @@ class Dispatcher:
             log.exception("provider call raised", extra=self._extra(work))
             err = ProviderError(Category.AMBIGUOUS, f"provider call raised {type(e).__name__}")
         else:
-            metrics.SEND_LATENCY.labels(work.provider, "sent").observe(time.monotonic() - t0)
+            metrics.child(metrics.SEND_LATENCY, work.provider, "sent").observe(
+                time.monotonic() - t0
+            )
             return Sent(work, result.sid, result.raw_status)
-        metrics.SEND_LATENCY.labels(work.provider, err.category.value).observe(
+        metrics.child(metrics.SEND_LATENCY, work.provider, err.category.value).observe(
             time.monotonic() - t0
         )
         if err.category is Category.AMBIGUOUS:
-            metrics.AMBIGUOUS.labels(work.provider).inc()
+            metrics.child(metrics.AMBIGUOUS, work.provider).inc()
         log.warning(
             "attempt failed",
             extra={
@@ -305,37 +336,39 @@ class Dispatcher:
         await self._failure(work, err, batch, unresolved=err.category is Category.AMBIGUOUS)
         return None
 
+    async def _write_sent(self, sent: Sequence[Sent], now: datetime | None) -> list[dict[str, Any]]:
+        return await self.outbox.record_sent(sent, now=now)
+
     async def _record_sent(self, sent: Sequence[Sent], batch: _Batch) -> None:
+        """Record accepted sends now, in one transaction (reconciliation's adopted sids)."""
         if not sent:
             return
         rows = await self.outbox.record_sent(sent, now=batch.now)
         ours = {r["id"]: r for r in rows}
         for s in sent:
-            self._settle(s.work)
-            row = ours.get(s.work.id)
-            if row is None:
-                self._stale(s.work, batch, "accepted send")
-                continue
-            metrics.SENT.labels(s.work.provider).inc()
-            if s.reconciled:
-                metrics.RECONCILIATIONS.labels(s.work.provider, "adopted").inc()
-                batch.stats.reconciled += 1
-            else:
-                batch.stats.sent += 1
-            what = (
-                "earlier attempt found at the provider, sid adopted"
-                if s.reconciled
-                else "submitted"
-            )
-            log.info(
-                f"{what}: pending -> queued" if row["moved"] else what,
-                extra={
-                    **self._extra(s.work),
-                    "action": "reconciled" if s.reconciled else "submitted",
-                    "sid": s.sid,
-                    "conversation_id": str(s.work.conversation_id),
-                },
-            )
+            self._recorded(s, ours.get(s.work.id), batch)
+
+    def _recorded(self, s: Sent, row: dict[str, Any] | None, batch: _Batch) -> None:
+        self._settle(s.work)
+        if row is None:
+            self._stale(s.work, batch, "accepted send")
+            return
+        metrics.child(metrics.SENT, s.work.provider).inc()
+        if s.reconciled:
+            metrics.child(metrics.RECONCILIATIONS, s.work.provider, "adopted").inc()
+            batch.stats.reconciled += 1
+        else:
+            batch.stats.sent += 1
+        what = "earlier attempt found at the provider, sid adopted" if s.reconciled else "submitted"
+        log.info(
+            f"{what}: pending -> queued" if row["moved"] else what,
+            extra={
+                **self._extra(s.work),
+                "action": "reconciled" if s.reconciled else "submitted",
+                "sid": s.sid,
+                "conversation_id": str(s.work.conversation_id),
+            },
+        )
 
     async def _failure(
         self, work: Work, err: ProviderError, batch: _Batch, *, unresolved: bool
@@ -375,7 +408,7 @@ class Dispatcher:
         )
         self._settle(work)
         if ok:
-            metrics.RETRIES.labels(work.provider, category.value).inc()
+            metrics.child(metrics.RETRIES, work.provider, category.value).inc()
             batch.stats.rescheduled += 1
         else:
             self._stale(work, batch, f"{category.value} failure")
@@ -388,7 +421,7 @@ class Dispatcher:
         )
         self._settle(work)
         if ok:
-            metrics.FAILED.labels(work.provider, category).inc()
+            metrics.child(metrics.FAILED, work.provider, category).inc()
             batch.stats.failed += 1
         else:
             self._stale(work, batch, "final failure")
@@ -413,7 +446,7 @@ class Dispatcher:
         )
         self._settle(work)
         if ok:
-            metrics.RETRIES.labels(work.provider, Category.CONFIG.value).inc()
+            metrics.child(metrics.RETRIES, work.provider, Category.CONFIG.value).inc()
             batch.stats.config += 1
         else:
             self._stale(work, batch, "config failure")
@@ -478,6 +511,8 @@ class Dispatcher:
 
     async def release_held(self, *, now: datetime | None = None) -> int:
         """Hand every row still held back to the queue (graceful stop)."""
+        # Accepted sends already handed to the recorder are recorded first, not handed back.
+        await self.recorder.idle()
         held = [(h.work, h.started) for h in self.held.values()]
         count = await self.outbox.release(held, settle_seconds=SETTLE_SECONDS, now=now)
         self.held.clear()

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from shared.queries import q
+from shared.senders import Sender
 
 # Longer bearer values are refused without a database look-up.
 MAX_KEY_LENGTH = 200
@@ -37,7 +38,8 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _plausible(key: str) -> bool:
+def plausible(key: str) -> bool:
+    """Whether `key` could be one of ours at all (else refused without a look-up)."""
     return 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
 
 
@@ -53,12 +55,32 @@ async def create_key(conn: AsyncConnection[Any], name: str) -> tuple[int, str]:
 
 async def authenticate(conn: AsyncConnection[Any], key: str) -> int | None:
     """The id of the active (not revoked) key, or None."""
-    if not _plausible(key):
+    if not plausible(key):
         return None
-    async with conn.transaction():
-        cur = await conn.execute(q("api_keys_authenticate"), {"key_sha256": hash_key(key)})
-        row = await cur.fetchone()
+    params = {"key_sha256": hash_key(key)}
+    if conn.autocommit:  # one statement: one round trip (the API's request path)
+        row = await (await conn.execute(q("api_keys_authenticate"), params)).fetchone()
+    else:
+        async with conn.transaction():
+            row = await (await conn.execute(q("api_keys_authenticate"), params)).fetchone()
     return None if row is None else int(row[0])
+
+
+async def authenticate_with_default_sender(
+    conn: AsyncConnection[Any], key: str
+) -> tuple[int | None, Sender | None]:
+    """(id of the active key or None, the default sender's row or None) in one statement; `conn`
+    in autocommit (the API's send path)."""
+    if not plausible(key):
+        return None, None
+    cur = await conn.execute(
+        q("api_keys_authenticate_with_default_sender"), {"key_sha256": hash_key(key)}
+    )
+    row = await cur.fetchone()
+    assert row is not None  # the statement always returns its one row
+    key_id = None if row[0] is None else int(row[0])
+    sender = None if row[1] is None else Sender(row[1], row[2], row[3], row[4])
+    return key_id, sender
 
 
 async def list_keys(conn: AsyncConnection[Any]) -> list[ApiKey]:
@@ -90,7 +112,7 @@ def create_key_sync(conn: psycopg.Connection[Any], name: str) -> tuple[int, str]
 
 def key_is_active(conn: psycopg.Connection[Any], key: str) -> bool:
     """Whether `key` is a known, unrevoked key (synchronous, for make run)."""
-    if not _plausible(key):
+    if not plausible(key):
         return False
     with conn.transaction():
         row = conn.execute(q("api_keys_authenticate"), {"key_sha256": hash_key(key)}).fetchone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import sys
 
@@ -17,20 +18,45 @@ _unmasked = False
 
 
 def mask_number(number: str | None) -> str | None:
-    """'+14155550123' -> '+1*******0123': country code and last 4 digits only."""
+    """'+14155550123' -> '+1******0123': country code and last 4 digits only."""
     if number is None or _unmasked:
         return number
     if not number.startswith("+") or len(number) < 8:
         return "***"
+    digits = number[1:]
+    # Hot path (a log line per message): plain E.164 needs only the calling-code table.
+    cc = _calling_code(digits) if digits.isdigit() and len(digits) <= 15 else _parsed_code(number)
+    if cc is None:
+        return "***"
+    hidden = len(digits) - len(cc) - 4
+    return "+" + cc + "*" * max(hidden, 0) + digits[-4:]
+
+
+@functools.cache
+def _calling_codes() -> frozenset[str]:
+    # Read once from phonenumbers' own metadata; calling codes are prefix-free (ITU E.164).
+    import phonenumbers
+
+    return frozenset(str(cc) for cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+def _calling_code(digits: str) -> str | None:
+    codes = _calling_codes()
+    for size in (1, 2, 3):
+        if digits[:size] in codes:
+            return digits[:size]
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_code(number: str) -> str | None:
+    # Anything but plain E.164 digits (spaces, punctuation): phonenumbers decides, as before.
     import phonenumbers
 
     try:
-        cc = str(phonenumbers.parse(number).country_code)
+        return str(phonenumbers.parse(number).country_code)
     except phonenumbers.NumberParseException:
-        return "***"
-    digits = number[1:]
-    hidden = len(digits) - len(cc) - 4
-    return "+" + cc + "*" * max(hidden, 0) + digits[-4:]
+        return None
 
 
 class _RequestIdFilter(logging.Filter):

@@ -173,13 +173,17 @@ async def enqueue(
         "request_id": request_id,
     }
     try:
-        async with conn.transaction():
-            async with conn.cursor(row_factory=class_row(EnqueueResult)) as cur:
-                await cur.execute(q("messages_enqueue"), params)
-                created = await cur.fetchone()
-            assert created is not None
-            if conversation_id is not None and created.conversation_id != conversation_id:
-                raise ConversationMismatch(f"conversation {conversation_id} is for another pair")
+        if conn.autocommit and conversation_id is None:
+            # messages_enqueue is one statement, so atomic on its own: one round trip, no
+            # BEGIN/COMMIT. A named conversation needs the check below inside a transaction.
+            created = await _enqueue_statement(conn, params)
+        else:
+            async with conn.transaction():
+                created = await _enqueue_statement(conn, params)
+                if conversation_id is not None and created.conversation_id != conversation_id:
+                    raise ConversationMismatch(
+                        f"conversation {conversation_id} is for another pair"
+                    )
     except psycopg.errors.UniqueViolation as e:
         # A concurrent request with the same key committed first (we waited for it on the index).
         if e.diag.constraint_name != IDEMPOTENCY_CONSTRAINT or idempotency_key is None:
@@ -200,6 +204,14 @@ async def enqueue(
             "segments": created.segments,
         },
     )
+    return created
+
+
+async def _enqueue_statement(conn: AsyncConnection[Any], params: dict[str, Any]) -> EnqueueResult:
+    async with conn.cursor(row_factory=class_row(EnqueueResult)) as cur:
+        await cur.execute(q("messages_enqueue"), params)
+        created = await cur.fetchone()
+    assert created is not None
     return created
 
 
