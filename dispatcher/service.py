@@ -454,57 +454,21 @@ class Dispatcher:
     # -- alerts ------------------------------------------------------------------------------
 
     async def _deliver_alert(self, work: Work, batch: _Batch) -> None:
-        """POST one alert to ALERT_WEBHOOK_URL; retried by the policy, then given up."""
-        alert = await self.outbox.alert_body(work)
-        url = self.settings.alert_webhook_url
-        if alert is None or alert["delivery_state"] != "pending" or not url or self.http is None:
-            state = "not_configured" if alert is not None else "failed"
-            await self.outbox.finish_alert(work, delivery_state=state, now=batch.now)
-            self._settle(work)
-            return
-        try:
-            await alert_webhook.post_alert(
-                self.http,
-                url,
-                alert["body"],
-                secret=self.settings.alert_webhook_secret,
-                within_seconds=self.settings.provider_timeout_seconds,
-            )
-        except alert_webhook.AlertDeliveryError as e:
-            nxt = next_attempt_at(
-                work.claimed_at, work.attempt, self.policy, retry_after=None, rand=self.rand()
-            )
-            log.warning(
-                "alert delivery failed",
-                extra={
-                    "action": "alert_failed",
-                    "alert_id": work.alert_id,
-                    "error": str(e),
-                    "attempt": work.attempt,
-                    "gave_up": nxt is None,
-                },
-            )
-            if nxt is None:
-                await self.outbox.finish_alert(work, delivery_state="failed", now=batch.now)
-                batch.stats.alerts_failed += 1
-            else:
-                await self.outbox.reschedule(
-                    work,
-                    delay_seconds=(nxt - work.claimed_at).total_seconds(),
-                    unresolved=False,
-                    error_code=None,
-                    error_category="retryable",
-                    error_message=str(e),
-                    now=batch.now,
-                )
-                batch.stats.alerts_rescheduled += 1
-        else:
-            if await self.outbox.finish_alert(work, delivery_state="delivered", now=batch.now):
-                batch.stats.alerts_delivered += 1
-                log.info(
-                    "alert delivered",
-                    extra={"action": "alert_delivered", "alert_id": work.alert_id},
-                )
+        outcome = await alert_webhook.deliver(
+            work,
+            outbox=self.outbox,
+            http=self.http,
+            settings=self.settings,
+            policy=self.policy,
+            rand=self.rand,
+            now=batch.now,
+        )
+        if outcome == "delivered":
+            batch.stats.alerts_delivered += 1
+        elif outcome == "failed":
+            batch.stats.alerts_failed += 1
+        elif outcome == "rescheduled":
+            batch.stats.alerts_rescheduled += 1
         self._settle(work)
 
     # -- shutdown ----------------------------------------------------------------------------
