@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +16,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
+from pythonjsonlogger.json import JsonFormatter
 
 from shared.config import Settings, load_settings
 from shared.migrate import migrate
@@ -30,6 +35,38 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.postgresql_port = str(info.port)
     config.option.postgresql_user = "postgres"
     config.stash[_SERVER] = server
+    _RUN_LOG.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(_RUN_LOG)
+    logging.getLogger().setLevel(logging.INFO)
+
+
+# Every log line of the whole run, as JSON, to check at the end that none leaks a number or a body.
+class _RunLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.buffer = io.StringIO()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.buffer.write(self.format(record) + "\n")
+
+
+_RUN_LOG = _RunLog()
+_UNMASKED = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+def leaked_lines(text: str) -> list[str]:
+    """Log lines that carry an unmasked E.164 number or a message body field."""
+    return [
+        line for line in text.splitlines() if _UNMASKED.search(line) or "body" in json.loads(line)
+    ]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any log line of any test leaked a number or a body (rule 7)."""
+    leaks = leaked_lines(_RUN_LOG.buffer.getvalue())
+    if leaks:
+        print("\nlog lines leaking a phone number or a body:\n" + "\n".join(leaks[:20]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -79,3 +116,11 @@ def settings(db_url: str) -> Settings:
             "PUBLIC_BASE_URL": "http://testserver",
         }
     )
+
+
+@pytest.fixture(autouse=True)
+def _watch_logs() -> None:
+    """Keep the run-wide log watch attached (setup_logging replaces the root handlers)."""
+    root = logging.getLogger()
+    if _RUN_LOG not in root.handlers:
+        root.addHandler(_RUN_LOG)
