@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from api.batch import routes as batch_routes
 from api.errors import ApiError, handle_api_error, handle_http_exception
 from api.health import healthz, readyz
 from api.messages import get_message
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/sms/send", send_sms, methods=["POST"]),
+        *batch_routes,
         Route("/sms/messages", list_messages, methods=["GET"]),
         Route("/sms/messages/{message_id}", get_message, methods=["GET"]),
         Route("/sms/messages/{message_id}/cancel", cancel_message, methods=["POST"]),

@@ -11,6 +11,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.batch import MAX_BATCH
 from shared.lifecycle import STATUSES
 from shared.operations import MAX_PAGE
 
@@ -136,6 +137,30 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "created_at": _MESSAGE_PROPERTIES["created_at"],
             "status": {"type": "string", "enum": ["pending"]},
             "provider_sid": {"type": "null"},
+        },
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["messages"],
+        "additionalProperties": False,
+        "properties": {
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                "items": {"$ref": "#/components/schemas/SendRequest"},
+            }
+        },
+    },
+    "BatchAccepted": {
+        "type": "object",
+        "required": ["messages"],
+        "properties": {
+            "messages": {
+                "type": "array",
+                "description": "One /sms/send 202 body per message, in request order.",
+                "items": {"$ref": "#/components/schemas/SendAccepted"},
+            }
         },
     },
     "MessageSummary": {
@@ -299,6 +324,30 @@ DOCUMENT: Final[dict[str, Any]] = {
                     "401": _UNAUTHORIZED,
                     "409": _error_response("Idempotency-Key already used for another request."),
                     "413": _error_response("Request body too large."),
+                    "415": _error_response("Content-Type is not JSON."),
+                },
+            }
+        },
+        "/sms/send/batch": {
+            "post": {
+                "summary": f"Queue up to {MAX_BATCH} SMS at once, all or nothing, one transaction.",
+                "description": "Each message is checked as POST /sms/send checks one; any problem "
+                "refuses the whole batch (400, fields named `messages[i].field`) and nothing is "
+                "written. An Idempotency-Key header is refused (400 "
+                "idempotency_key_not_supported): use POST /sms/send for replay safety.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/BatchRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json("Queued, every message.", "BatchAccepted"),
+                    "400": _error_response("Every validation problem of every message at once."),
+                    "401": _UNAUTHORIZED,
+                    "413": _error_response("Request body too large (MAX_BATCH_REQUEST_BYTES)."),
                     "415": _error_response("Content-Type is not JSON."),
                 },
             }

@@ -21,13 +21,14 @@ from typing import Any
 
 import psycopg
 
-from bench import dispatch, e2e, enqueue, peer, report, seed
+from bench import batch, dispatch, e2e, enqueue, growth, peer, report, seed
 from bench.stack import Stack
 from bench.stats import latency_ms, ratio, spread
 from shared.logs import setup_logging
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-GROUPS = ("dispatch", "enqueue", "e2e")
+GROUPS = ("dispatch", "enqueue", "batch", "e2e", "growth")
+DEFAULT_GROUPS = ("dispatch", "enqueue", "batch", "e2e")  # growth only when asked for
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -48,7 +49,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64, help="DISPATCH_CONCURRENCY")
     p.add_argument("--batch-size", type=int, default=100, help="DISPATCH_BATCH_SIZE")
     p.add_argument("--pgqueuer-batch", type=int, default=10, help="pgqueuer batch_size (default)")
-    p.add_argument("--only", default=",".join(GROUPS), help=f"subset of {','.join(GROUPS)}")
+    p.add_argument(
+        "--batch-messages", type=int, default=500, help="messages per POST /sms/send/batch"
+    )
+    p.add_argument("--batch-clients", type=int, default=4, help="concurrent batch clients")
+    p.add_argument(
+        "--growth", action="store_true", help="also measure claim and drain with 0 and 1 M history"
+    )
+    p.add_argument("--growth-big", action="store_true", help="growth with 5 M history too")
+    p.add_argument("--growth-claims", type=int, default=300, help="timed claims per growth run")
+    p.add_argument("--growth-queue", type=int, default=10_000, help="due rows while claiming")
+    p.add_argument(
+        "--only",
+        default=",".join(DEFAULT_GROUPS),
+        help=f"subset of {','.join(GROUPS)} (growth also with --growth)",
+    )
     p.add_argument("--timeout", type=float, default=240.0, help="bound on each drain, seconds")
     p.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the measured processes")
     p.add_argument("--output", type=Path, default=RESULTS)
@@ -57,7 +72,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.quick:
         args.runs, args.messages, args.sim_messages = 1, 2_000, 1_000
         args.enqueue_seconds, args.e2e_seconds = 3.0, 3.0
+        args.growth_claims = 50
     args.only = [g.strip() for g in args.only.split(",") if g.strip()]
+    args.growth = args.growth or args.growth_big
+    if args.growth and "growth" not in args.only:
+        args.only.append("growth")
     unknown = set(args.only) - set(GROUPS)
     if unknown:
         p.error(f"unknown --only groups: {', '.join(sorted(unknown))}")
@@ -185,6 +204,16 @@ def run_e2e(
     }
 
 
+def not_measured(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, str]:
+    """Each group (and the 5 M growth point) left out of this run, with the reason."""
+    out = {name: "not in --only" for name in GROUPS if name not in args.only and name != "growth"}
+    if "growth" not in args.only:
+        out["growth"] = "only with --growth (0 and 1 M history) or --growth-big (also 5 M)"
+    elif result.get("growth", {}).get("not_measured_5m"):
+        out["growth_5m"] = result["growth"]["not_measured_5m"]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
@@ -217,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "enqueue" in args.only:
                 say(f"enqueue: {args.enqueue_seconds:g} s per run")
                 result["enqueue"] = run_enqueue(stack, args, problems)
+            if "batch" in args.only:
+                say(
+                    f"batch: {args.batch_clients} clients x {args.batch_messages} messages per"
+                    f" request, {args.enqueue_seconds:g} s per run"
+                )
+                result["batch"] = batch.run(stack, args, problems)
             if "e2e" in args.only:
                 rates = [
                     result.get("enqueue", {}).get(f"api_c{c}", {}).get("median") for c in (16, 64)
@@ -231,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     known = [load.rate]
                 say(f"end-to-end: at half the maximum enqueue rate ({max(known):,.0f}/s)")
                 result["e2e"] = run_e2e(stack, args, max(known), problems)
+            if "growth" in args.only:
+                say("growth: claim latency and drain rate with history already in the database")
+                result["growth"] = growth.run(stack, args, problems)
             result["memory"] = {
                 f"{role}_mb": round(peak / 2**20, 1)
                 for role, peak in sorted(stack.memory.peaks.items())
@@ -248,11 +286,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "batch_size": args.batch_size,
         "pgqueuer_batch": args.pgqueuer_batch,
+        "batch_messages": args.batch_messages,
+        "batch_clients": args.batch_clients,
+        "growth_big": args.growth_big,
+        "growth_claims": args.growth_claims,
+        "growth_queue": args.growth_queue,
         "log_level": args.log_level,
         "simulator_callbacks": False,
         "wall_seconds": round(time.monotonic() - t0, 1),
     }
     d, e, x = result.get("dispatch", {}), result.get("enqueue", {}), result.get("e2e", {})
+    b, g = result.get("batch", {}), result.get("growth", {})
     flat = {
         "enqueue_ratio": e.get("enqueue_ratio"),
         "enqueue_vs_pgqueuer": e.get("enqueue_vs_pgqueuer"),
@@ -261,13 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency_efficiency": d.get("latency_efficiency"),
         "e2e_p50_ms": x.get("p50_ms", {}).get("median"),
         "e2e_p99_ms": x.get("p99_ms", {}).get("median"),
+        "batch_ratio": b.get("batch_ratio"),
+        "claim_growth_ratio": g.get("claim_growth_ratio"),
+        "claim_growth_ratio_5m": g.get("claim_growth_ratio_5m"),
     }
     result["ratios"] = {k: v for k, v in flat.items() if "ms" not in k}
     result["targets"] = report.check_targets(flat)
-    result["not_measured"] = {
-        "batch_enqueue": "POST /sms/send/batch does not exist yet",
-        "growth": "claim latency with 1 M / 5 M history is not measured yet",
-    }
+    result["not_measured"] = not_measured(args, result)
     result["problems"] = problems
     report.write_json(result, args.output)
     print(report.table(result))

@@ -43,8 +43,8 @@ def _elapsed(start: datetime, state: dict[str, Any]) -> float:
     return (last - start).total_seconds() if last is not None else float("nan")
 
 
-def _check_db(state: dict[str, Any], n: int, label: str) -> list[str]:
-    expected = {"outbox": 0, "pending": 0, "queued": n, "messages": n}
+def _check_db(state: dict[str, Any], n: int, label: str, history: int = 0) -> list[str]:
+    expected = {"outbox": 0, "pending": 0, "queued": n, "messages": n + history}
     return [
         f"{label}: {key} = {state[key]}, expected {want}"
         for key, want in expected.items()
@@ -63,8 +63,11 @@ async def _wait_drained(conn: AsyncConnection[Any], limit_seconds: float) -> boo
     return False
 
 
-async def drain_noop(stack: Stack, n: int, tag: str, *, limit_seconds: float) -> Drain:
-    """Run the dispatcher's own loop in this process against the no-op provider."""
+async def drain_noop(
+    stack: Stack, n: int, tag: str, *, limit_seconds: float, history: int = 0
+) -> Drain:
+    """Run the dispatcher's own loop in this process against the no-op provider; `history`
+    finished messages already in the database are kept (else every message is cleared first)."""
     url = stack.database_url
     settings = load_settings({**stack.env, "DATABASE_URL": url})
     pool = await open_pool(
@@ -84,7 +87,8 @@ async def drain_noop(stack: Stack, n: int, tag: str, *, limit_seconds: float) ->
         async with asyncio.timeout(30):
             await runner.wakeup.connected.wait()
         with psycopg.connect(url, autocommit=True) as conn:
-            await asyncio.to_thread(seed.clear_messages, conn)
+            if not history:
+                await asyncio.to_thread(seed.clear_messages, conn)
             start = await asyncio.to_thread(seed.seed_messages, conn, n, tag, sender=SENDER)
         async with await AsyncConnection.connect(url, autocommit=True) as conn:
             drained = await _wait_drained(conn, limit_seconds)
@@ -95,7 +99,7 @@ async def drain_noop(stack: Stack, n: int, tag: str, *, limit_seconds: float) ->
     with psycopg.connect(url, autocommit=True) as conn:
         state = seed.drain_state(conn)
     problems = [] if drained else [f"noop: not drained within {limit_seconds:.0f} s"]
-    problems += _check_db(state, n, "noop")
+    problems += _check_db(state, n, "noop", history)
     twice = sum(1 for c in provider.sends.values() if c > 1)
     if len(provider.sends) != n or twice:
         problems.append(f"noop: {len(provider.sends)} messages sent, {twice} more than once")

@@ -22,6 +22,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "latency_efficiency": (">=", 0.9),
     "e2e_p50_ms": ("<=", 10.0),
     "e2e_p99_ms": ("<=", 50.0),
+    "batch_ratio": (">=", 0.5),
+    # The issue's bound is for 5 M history; the 1 M point is held to the same bound.
+    "claim_growth_ratio": ("<=", 1.5),
+    "claim_growth_ratio_5m": ("<=", 1.5),
 }
 
 
@@ -90,6 +94,58 @@ def _mark(targets: dict[str, dict[str, Any]], name: str) -> str:
     return f"{t['value']:g} (target {t['target']}: {'met' if t['met'] else 'MISSED'})"
 
 
+def _batch_rows(b: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    if not b:
+        return []
+    return [
+        (
+            f"batch POST /sms/send/batch, {b['clients']} clients x {b['batch_size']} messages",
+            _rate(b.get("api")),
+            f"p50 {_ms(b.get('api_batch_p50_ms'))}, p99 {_ms(b.get('api_batch_p99_ms'))} per batch",
+        ),
+        (
+            "  Python multi-row insert, same statement and rows",
+            _rate(b.get("python_multirow")),
+            "batch_ratio " + _mark(t, "batch_ratio"),
+        ),
+    ]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def _growth_rows(g: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    if not g:
+        return []
+    rows: list[tuple[str, str, str]] = []
+    for name, ratio_name in (
+        ("0m", ""),
+        ("1m", "claim_growth_ratio"),
+        ("5m", "claim_growth_ratio_5m"),
+    ):
+        point = g.get(f"history_{name}")
+        if not point:
+            continue
+        s = point["sizes_after"]
+        label = f"{point['history_messages']:,} messages in history"
+        rows += [
+            (
+                f"claim of {g['claim_limit']} rows, {label}",
+                _ms(point.get("claim_p50_ms")),
+                f"p99 {_ms(point.get('claim_p99_ms'))}"
+                + (f"; {ratio_name} {_mark(t, ratio_name)}" if ratio_name else ""),
+            ),
+            (
+                f"  drain, no-op provider, {label}",
+                _rate(point.get("drain")),
+                f"outbox {s['outbox_rows']} rows {_mb(s['outbox_bytes'])}; messages"
+                f" {_mb(s['messages_bytes'])}, events {_mb(s['events_bytes'])}",
+            ),
+        ]
+    return rows
+
+
 def table(result: dict[str, Any]) -> str:
     """The figures for people: each beside the limit or peer measured in the same run."""
     m, cfg, t = result["machine"], result["config"], result["targets"]
@@ -130,6 +186,7 @@ def table(result: dict[str, Any]) -> str:
             ),
             ("  p99 at concurrency 16", "", _mark(t, "api_c16_p99_ms")),
         ]
+    rows += _batch_rows(result.get("batch", {}), t)
     if x:
         rows += [
             (
@@ -139,6 +196,7 @@ def table(result: dict[str, Any]) -> str:
             ),
             ("end-to-end p99", _ms(x.get("p99_ms")), _mark(t, "e2e_p99_ms")),
         ]
+    rows += _growth_rows(result.get("growth", {}), t)
     mem = result.get("memory", {})
     rows.append(
         (

@@ -51,6 +51,7 @@ class Settings:
     default_region: str = "US"
     allowed_countries: frozenset[str] = frozenset()
     max_request_bytes: int = 64 * 1024
+    max_batch_request_bytes: int = 2 * 1024 * 1024
     log_unmasked_numbers: bool = False
     log_level: str = "INFO"
     # Providers
@@ -105,6 +106,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         default_region=environ.get("DEFAULT_REGION", "US").strip().upper() or "US",
         allowed_countries=allowed,
         max_request_bytes=_int(environ, "MAX_REQUEST_BYTES", 64 * 1024),
+        max_batch_request_bytes=_int(environ, "MAX_BATCH_REQUEST_BYTES", 2 * 1024 * 1024),
         log_unmasked_numbers=_bool(environ, "LOG_UNMASKED_NUMBERS", False),
         log_level=environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
         sms_provider=provider,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -255,3 +256,78 @@ async def get_events(conn: AsyncConnection[Any], message_id: UUID) -> list[dict[
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(q("message_events_timeline"), {"message_id": message_id})
         return await cur.fetchall()
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One valid message of a batch: numbers in E.164, body normalized, sender already chosen."""
+
+    to_number: str
+    from_number: str
+    provider: str
+    body: str
+    conversation_id: UUID | None = None
+
+
+class BatchConversationMismatch(ConversationMismatch):
+    """Item `index` of a batch named a conversation of another (from, to) pair."""
+
+    def __init__(self, index: int, conversation_id: UUID) -> None:
+        super().__init__(f"item {index}: conversation {conversation_id} is for another pair")
+        self.index = index
+
+
+async def enqueue_many(
+    conn: AsyncConnection[Any],
+    items: Sequence[NewMessage],
+    *,
+    api_key_id: int | None,
+    request_id: str | None,
+) -> list[EnqueueResult]:
+    """Write every message, its outbox row and its 'created' event in one transaction and one
+    statement (messages_enqueue_batch); the results in the order of `items`.
+
+    All or nothing: an item whose named conversation turns out to be another pair's raises
+    BatchConversationMismatch and nothing is written. `conn` must not be inside a transaction:
+    the commit happens here, so the caller may wake the dispatcher as soon as this returns.
+    """
+    if not items:
+        return []
+    counted = [count_segments(item.body) for item in items]
+    params = {
+        "from_numbers": [item.from_number for item in items],
+        "to_numbers": [item.to_number for item in items],
+        "bodies": [item.body for item in items],
+        "providers": [item.provider for item in items],
+        "segments": [c[0] for c in counted],
+        "encodings": [c[1] for c in counted],
+        "api_key_id": api_key_id,
+        "request_id": request_id,
+    }
+    async with conn.transaction():
+        async with conn.cursor(row_factory=class_row(EnqueueResult)) as cur:
+            await cur.execute(q("messages_enqueue_batch"), params)
+            created = await cur.fetchall()
+        if len(created) != len(items):  # pragma: no cover - one message per input row
+            raise SmsOutboxError(f"batch wrote {len(created)} of {len(items)} messages")
+        for index, (item, row) in enumerate(zip(items, created, strict=True)):
+            if item.conversation_id is not None and row.conversation_id != item.conversation_id:
+                raise BatchConversationMismatch(index, item.conversation_id)
+    log.info(
+        "batch created",
+        extra={"action": "batch_created", "count": len(created)},
+    )
+    if log.isEnabledFor(logging.DEBUG):
+        for row in created:
+            log.debug(
+                "message created",
+                extra={
+                    "action": "message_created",
+                    "message_id": str(row.id),
+                    "conversation_id": str(row.conversation_id),
+                    "to": mask_number(row.to_number),
+                    "provider": row.provider,
+                    "segments": row.segments,
+                },
+            )
+    return created

@@ -60,3 +60,60 @@ SELECT count(*) FROM sms_outbox;
 -- When each message left: the time the dispatcher recorded its acceptance (database clock).
 SELECT max(submitted_at) AS last_submitted, min(submitted_at) AS first_submitted
 FROM sms_messages;
+
+-- name: bench_history_threads
+-- Growth: the threads the history messages belong to, the drains' own recipients (seed.recipient).
+INSERT INTO sms_conversations (from_number, to_number)
+SELECT %(from_number)s, '+1415200' || lpad(k::text, 4, '0')
+FROM generate_series(0, %(recipients)s - 1) AS k
+ON CONFLICT (from_number, to_number) DO NOTHING;
+
+-- name: bench_history_insert
+-- Growth: messages %(first)s..%(last)s of a finished history, in one statement: delivered
+-- messages (sid, submitted and final times, spread over the past) and four events each, as a
+-- real send leaves them. None has an outbox row: finished work has left the hot table.
+WITH thread AS (
+    SELECT id, row_number() OVER (ORDER BY to_number) - 1 AS k
+    FROM sms_conversations
+    WHERE from_number = %(from_number)s
+),
+message AS (
+    INSERT INTO sms_messages (conversation_id, from_number, to_number, body, provider,
+                              provider_sid, delivery_status, segments, encoding, attempts,
+                              request_id, created_at, updated_at, submitted_at, final_at)
+    SELECT t.id, %(from_number)s, '+1415200' || lpad((g %% %(recipients)s)::text, 4, '0'),
+           'history message ' || g, 'twilio', 'HIST' || g, 'delivered', 1, 'GSM-7', 1,
+           'history', x.at, x.at + interval '5 s', x.at, x.at + interval '5 s'
+    FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
+    CROSS JOIN LATERAL (
+        SELECT now() - make_interval(secs => (%(total)s - g)::float8) - interval '1 hour' AS at
+    ) AS x
+    JOIN thread t ON t.k = g %% %(recipients)s
+    RETURNING id, provider_sid, created_at
+)
+INSERT INTO sms_message_events (message_id, event_type, attempt, from_status, to_status,
+                                provider, provider_sid, occurred_at)
+SELECT m.id, e.event_type, e.attempt, e.from_status, e.to_status, 'twilio', m.provider_sid,
+       m.created_at
+FROM message m
+CROSS JOIN (VALUES ('created', NULL::int, NULL::text, 'pending'),
+                   ('attempt_started', 1, NULL, NULL),
+                   ('transition', NULL, 'pending', 'queued'),
+                   ('transition', NULL, 'queued', 'delivered'))
+           AS e(event_type, attempt, from_status, to_status);
+
+-- name: bench_forget_open
+-- Growth: after a measurement, its own messages go (pending claims rolled back, or drained to
+-- queued); the delivered history stays. Outbox rows and events go with them (ON DELETE CASCADE).
+DELETE FROM sms_messages
+WHERE delivery_status <> 'delivered';
+
+-- name: bench_table_sizes
+-- Growth: how big the hot table and the history are (rows estimated from the statistics).
+SELECT (SELECT count(*) FROM sms_outbox) AS outbox_rows,
+       pg_total_relation_size('sms_outbox') AS outbox_bytes,
+       (SELECT reltuples::bigint FROM pg_class WHERE oid = 'sms_messages'::regclass) AS messages_rows,
+       pg_total_relation_size('sms_messages') AS messages_bytes,
+       (SELECT reltuples::bigint FROM pg_class WHERE oid = 'sms_message_events'::regclass)
+           AS events_rows,
+       pg_total_relation_size('sms_message_events') AS events_bytes;
