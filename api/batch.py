@@ -22,10 +22,16 @@ from api.auth import bearer_token, unauthorized
 from api.connections import autocommit
 from api.errors import ApiError
 from api.payload import read_json_object
-from api.send import IDEMPOTENCY_HEADER, SendInput, check_references, parse_send
+from api.send import (
+    IDEMPOTENCY_HEADER,
+    SendInput,
+    accepted_body,
+    check_references,
+    parse_send,
+)
 from shared import apikeys, messages, metrics
 from shared.config import Settings
-from shared.messages import EnqueueResult, NewMessage, Problem
+from shared.messages import NewMessage, Problem
 from shared.senders import Sender
 
 log = logging.getLogger(__name__)
@@ -97,22 +103,6 @@ async def check_all_references(
     return chosen, problems
 
 
-def item_body(result: EnqueueResult) -> dict[str, Any]:
-    """One message of the 202: the body POST /sms/send answers for it (api.send.accepted)."""
-    return {
-        "id": str(result.id),
-        "status": "pending",
-        "conversation_id": str(result.conversation_id),
-        "to": result.to_number,
-        "from": result.from_number,
-        "provider": result.provider,
-        "provider_sid": None,
-        "segments": result.segments,
-        "encoding": result.encoding,
-        "created_at": result.created_at.isoformat(),
-    }
-
-
 def _key_refused() -> list[Problem]:
     return [
         Problem(
@@ -166,7 +156,7 @@ async def send_batch(request: Request) -> JSONResponse:
     for provider, count in Counter(r.provider for r in created).items():
         metrics.MESSAGES_ACCEPTED.labels(provider).inc(count)
     request.app.state.wakeup.wake()
-    return JSONResponse({"messages": [item_body(r) for r in created]}, status_code=202)
+    return JSONResponse({"messages": [accepted_body(r) for r in created]}, status_code=202)
 
 
 routes: list[BaseRoute] = [Route("/sms/send/batch", send_batch, methods=["POST"])]

@@ -152,12 +152,9 @@ def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def accepted(result: EnqueueResult) -> JSONResponse:
-    """The 202 of DESIGN section 8; a replay answers exactly what the first request got."""
-    headers = {"Location": f"/sms/messages/{result.id}"}
-    if result.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    body = {
+def accepted_body(result: EnqueueResult) -> dict[str, Any]:
+    """One accepted message as DESIGN section 8 shows it (also each item of the batch's 202)."""
+    return {
         "id": str(result.id),
         "status": "pending",
         "conversation_id": str(result.conversation_id),
@@ -169,7 +166,14 @@ def accepted(result: EnqueueResult) -> JSONResponse:
         "encoding": result.encoding,
         "created_at": result.created_at.isoformat(),
     }
-    return JSONResponse(body, status_code=202, headers=headers)
+
+
+def accepted(result: EnqueueResult) -> JSONResponse:
+    """The 202 of DESIGN section 8; a replay answers exactly what the first request got."""
+    headers = {"Location": f"/sms/messages/{result.id}"}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(accepted_body(result), status_code=202, headers=headers)
 
 
 def _reused() -> ApiError:

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,11 +15,10 @@ from prometheus_client import REGISTRY
 from psycopg import AsyncConnection
 
 from api.app import create_app
-from api.batch import MAX_BATCH, item_body
-from api.send import accepted
+from api.batch import MAX_BATCH
 from shared import messages
 from shared.config import Settings
-from shared.messages import EnqueueResult, NewMessage
+from shared.messages import NewMessage
 from tests.api_support import (  # noqa: F401 - fixtures are used by name
     SENDER,
     TO,
@@ -86,22 +84,6 @@ def test_batch_writes_every_message_in_request_order(
     assert dict(stored) == {items[0]["id"]: "first", items[1]["id"]: "second 😀",
                             items[2]["id"]: "third"}  # fmt: skip
     assert accepted_total() == before + 3
-
-
-def test_item_body_is_the_single_send_body() -> None:
-    """Each item of the batch's 202 is exactly what POST /sms/send answers for that message."""
-    result = EnqueueResult(
-        id=uuid.uuid4(),
-        conversation_id=uuid.uuid4(),
-        to_number=TO,
-        from_number=SENDER,
-        provider="twilio",
-        segments=2,
-        encoding="UCS-2",
-        created_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
-        request_hash=None,
-    )
-    assert item_body(result) == json.loads(bytes(accepted(result).body))
 
 
 def test_one_bad_item_refuses_the_batch_and_names_it(
