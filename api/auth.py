@@ -8,6 +8,7 @@ from starlette.requests import Request
 from api.connections import autocommit
 from api.errors import ApiError
 from shared import apikeys
+from shared.senders import Sender
 
 UNAUTHORIZED_MESSAGE = "a valid API key is required: Authorization: Bearer <key>"
 
@@ -44,3 +45,16 @@ async def require_key(request: Request) -> int:
     if key_id is None:
         raise unauthorized()
     return key_id
+
+
+async def require_key_and_default_sender(request: Request) -> tuple[int, Sender | None]:
+    """The request's API key id and the default sender, read in one round trip (the send paths)."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise unauthorized()
+    pool: AsyncConnectionPool = request.app.state.pool
+    async with autocommit(pool) as conn:
+        key_id, default = await apikeys.authenticate_with_default_sender(conn, token)
+    if key_id is None:
+        raise unauthorized()
+    return key_id, default

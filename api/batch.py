@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from api.auth import bearer_token, unauthorized
+from api.auth import require_key_and_default_sender
 from api.connections import autocommit
 from api.errors import ApiError
 from api.payload import read_json_object
@@ -29,7 +29,7 @@ from api.send import (
     check_references,
     parse_send,
 )
-from shared import apikeys, messages, metrics
+from shared import messages, metrics
 from shared.config import Settings
 from shared.messages import NewMessage, Problem
 from shared.senders import Sender
@@ -116,13 +116,7 @@ def _key_refused() -> list[Problem]:
 async def send_batch(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     pool: AsyncConnectionPool = request.app.state.pool
-    token = bearer_token(request.headers.get("authorization"))
-    if token is None:
-        raise unauthorized()
-    async with autocommit(pool) as conn:
-        api_key_id, default = await apikeys.authenticate_with_default_sender(conn, token)
-    if api_key_id is None:
-        raise unauthorized()
+    api_key_id, default = await require_key_and_default_sender(request)
     payload = await read_json_object(request, settings.max_batch_request_bytes)
     key_problems = _key_refused() if IDEMPOTENCY_HEADER in request.headers else []
     parsed, problems = parse_batch(payload, settings)

@@ -14,11 +14,11 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import bearer_token, unauthorized
+from api.auth import require_key_and_default_sender
 from api.connections import autocommit
 from api.errors import ApiError
 from api.payload import read_json_object
-from shared import apikeys, messages, metrics, senders
+from shared import messages, metrics, senders
 from shared.config import Settings
 from shared.logs import mask_number
 from shared.messages import EnqueueResult, Problem
@@ -187,13 +187,7 @@ def _reused() -> ApiError:
 async def send_sms(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     pool: AsyncConnectionPool = request.app.state.pool
-    token = bearer_token(request.headers.get("authorization"))
-    if token is None:
-        raise unauthorized()
-    async with autocommit(pool) as conn:
-        api_key_id, default = await apikeys.authenticate_with_default_sender(conn, token)
-    if api_key_id is None:
-        raise unauthorized()
+    api_key_id, default = await require_key_and_default_sender(request)
     key = request.headers.get(IDEMPOTENCY_HEADER)
     payload = await read_json_object(request, settings.max_request_bytes)
     key_problems = check_idempotency_key(key)
