@@ -13,7 +13,7 @@ import logging
 
 import psycopg
 
-from shared.alerts import WAKEUP_CHANNEL
+from shared.wakeup import CHANNEL
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF = 30.0
@@ -52,7 +52,7 @@ class Wakeup:
                 async with await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True
                 ) as conn:
-                    await conn.execute(f"LISTEN {WAKEUP_CHANNEL}")
+                    await conn.execute(f"LISTEN {CHANNEL}")
                     self.connected.set()
                     backoff = 0.5
                     # Anything committed before LISTEN took effect is found by this first poke.

@@ -21,7 +21,6 @@ from shared.lifecycle import FAILED, sources_for
 from shared.queries import q
 
 log = logging.getLogger(__name__)
-WAKEUP_CHANNEL = "sms_outbox_wakeup"
 
 
 def masked_recipient(number: str) -> str:
@@ -203,5 +202,5 @@ async def _insert(
         return None
     if deliver:
         # Delivered at commit, coalesced with any other wake-up of the same transaction.
-        await cur.execute(f"NOTIFY {WAKEUP_CHANNEL}")
+        await cur.execute(q("wakeup_notify"))
     return int(row["id"])

@@ -158,3 +158,9 @@ def race(
             thread.join(timeout=30)
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
+
+
+def errors(response: httpx.Response) -> set[tuple[str | None, str]]:
+    """The (field, code) pairs of a 400's errors list."""
+    assert response.status_code == 400, response.text
+    return {(e.get("field"), e["code"]) for e in response.json()["errors"]}

@@ -27,6 +27,7 @@ from tests.api_support import (  # noqa: F401 - fixtures are used by name
     app_fixture,
     auth_fixture,
     client_fixture,
+    errors,
     live_fixture,
 )
 
@@ -37,11 +38,6 @@ def batch(
     client: httpx.Client, auth: dict[str, str], payload: Any, **headers: str
 ) -> httpx.Response:
     return client.post("/sms/send/batch", json=payload, headers={**auth, **headers})
-
-
-def errors(response: httpx.Response) -> set[tuple[str | None, str]]:
-    assert response.status_code == 400, response.text
-    return {(e.get("field"), e["code"]) for e in response.json()["errors"]}
 
 
 def counts(db: psycopg.Connection[Any]) -> tuple[int, int, int, int]:

@@ -20,6 +20,7 @@ from tests.api_support import (  # noqa: F401 - fixtures are used by name
     app_fixture,
     auth_fixture,
     client_fixture,
+    errors,
     live_fixture,
 )
 
@@ -28,11 +29,6 @@ def send(
     client: httpx.Client, auth: dict[str, str], payload: Any, **headers: str
 ) -> httpx.Response:
     return client.post("/sms/send", json=payload, headers={**auth, **headers})
-
-
-def errors(response: httpx.Response) -> set[tuple[str | None, str]]:
-    assert response.status_code == 400, response.text
-    return {(e.get("field"), e["code"]) for e in response.json()["errors"]}
 
 
 def test_accepted_body_is_exactly_the_documented_one(

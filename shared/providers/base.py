@@ -133,3 +133,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     current = now or datetime.now(UTC)
     return max((when - current).total_seconds(), 0.0)
+
+
+def header(headers: Mapping[str, str], name: str) -> str:
+    """A request header's value by case-insensitive name; "" when absent."""
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), "")

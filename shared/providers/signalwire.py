@@ -26,6 +26,7 @@ from shared.providers.base import (
     SendRequest,
     SendResult,
     StatusUpdate,
+    header,
     parse_retry_after,
 )
 from shared.providers.twilio import parse_form_callback, parse_uuid
@@ -95,11 +96,6 @@ def _first_code(body: Any) -> str | None:
             code = items[0].get("code")
             return str(code) if code is not None else None
     return None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    wanted = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), "")
 
 
 class SignalWireProvider:
@@ -192,7 +188,7 @@ class SignalWireProvider:
         return _remote(min(hits, key=lambda e: e.get("created_at") or ""))
 
     def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
-        signature = _header(headers, "X-SignalWire-Signature") or _header(
+        signature = header(headers, "X-SignalWire-Signature") or header(
             headers, "X-Twilio-Signature"
         )
         if not signature or not self._signing_key:

@@ -26,6 +26,7 @@ from shared.providers.base import (
     SendRequest,
     SendResult,
     StatusUpdate,
+    header,
     parse_retry_after,
 )
 
@@ -91,11 +92,6 @@ def translate(exc: Exception) -> ProviderError:
         return _error(twilio_codes.READ_TIMEOUT)
     # Reset or disconnect after sending, a garbled answer, anything else: it may have been sent.
     return ProviderError(Category.AMBIGUOUS, f"{type(exc).__name__} after the request was sent")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    wanted = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), "")
 
 
 class TwilioProvider:
@@ -168,7 +164,7 @@ class TwilioProvider:
         return _remote(min(matches, key=lambda m: m.date_created))
 
     def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
-        signature = _header(headers, "X-Twilio-Signature")
+        signature = header(headers, "X-Twilio-Signature")
         if not signature:
             return False
         params = dict(parse_qsl(raw_body.decode("utf-8", "replace"), keep_blank_values=True))
