@@ -35,7 +35,7 @@ SIMULATOR_ENV = {
     "SIM_PORT": "8010",
     "SIM_TWILIO_ACCOUNT_SID": "AC" + "5" * 32,
     "SIM_TWILIO_AUTH_TOKEN": "sim-auth-token",
-    "SIM_SIGNALWIRE_PROJECT": "sim-project",
+    "SIM_SIGNALWIRE_PROJECT": "00000000-0000-4000-8000-000000000000",
     "SIM_SIGNALWIRE_TOKEN": "sim-token",
     "SIM_SIGNALWIRE_SIGNING_KEY": "sim-signing-key",
 }

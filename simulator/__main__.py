@@ -3,13 +3,19 @@
 Point the SDKs at it with (these are the defaults; SIM_* variables or flags change them):
   TWILIO_ACCOUNT_SID=AC00000000000000000000000000000000  TWILIO_AUTH_TOKEN=sim-auth-token
   TWILIO_API_BASE_URL=http://127.0.0.1:8010
-  SIGNALWIRE_PROJECT_ID=sim-project  SIGNALWIRE_API_TOKEN=sim-token
+  SIGNALWIRE_PROJECT_ID=00000000-0000-4000-8000-000000000000  SIGNALWIRE_API_TOKEN=sim-token
   SIGNALWIRE_SPACE=127.0.0.1:8010  SIGNALWIRE_SIGNING_KEY=sim-signing-key
 Twilio test numbers: To +15005550001/2/3/4/9 and From +15005550001/7/8 are refused (DESIGN
 section 9); To +15005550011..14 are accepted and then fail delivery; any other number is accepted.
+Status callbacks: Twilio's start at sent (none for the initial queued, as Twilio does without a
+Messaging Service); SignalWire's at queued.
+A slow network in front of the provider: --ingress-delay-rate 0.2 holds a fifth of the sends
+for --ingress-delay-min..--ingress-delay-max seconds before the provider sees them; each is then
+taken (or refused) as usual even if its client gave up waiting meanwhile.
 Faults can also be changed at run time: POST /_sim/config with a JSON object of the same names
-(e.g. {"hang_rate": 1}); GET /_sim/messages lists accepted messages; POST /_sim/reset clears them
-and restores the start-up settings.
+(e.g. {"hang_rate": 1}); GET /_sim/messages lists accepted messages (with our message_id, segments,
+ingress_delayed) and how many sends are held (ingress_held); POST /_sim/reset clears them, drops
+held sends and restores the start-up settings.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ _HELP = {
     "server_error_status": "500 or 503",
     "hang_rate": "probability a send is accepted and then never answered",
     "hang_max": "seconds a hung request is held at most",
+    "ingress_delay_rate": "probability a send is held before the provider sees it (slow path)",
+    "ingress_delay_min": "seconds a held send waits at least",
+    "ingress_delay_max": "seconds a held send waits at most (uniform between min and max)",
     "outage": "answer 503 to everything (true/false)",
     "outage_windows": "503 during these windows, seconds after start: 10-20,45-50",
     "seed": "random seed for repeatable faults",

@@ -36,7 +36,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         return JSONResponse(state.config.public())
 
     async def messages(request: Request) -> Response:
-        return JSONResponse(state.store.report())
+        return JSONResponse({**state.store.report(), "ingress_held": state.ingress_held})
 
     async def reset(request: Request) -> Response:
         state.reset()
@@ -48,8 +48,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        state.faults.stopping.set()
-        await state.callbacks.aclose()
+        await state.aclose()
 
     app = Starlette(
         routes=[

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import httpx
@@ -14,29 +15,47 @@ from twilio.request_validator import RequestValidator
 
 from simulator.config import SimConfig
 from simulator.faults import FaultEngine
-from simulator.store import SimMessage
+from simulator.numbers import error_message
+from simulator.store import SimMessage, Transition, iso_time
 
 logger = logging.getLogger(__name__)
 
-Step = tuple[str, str | None]  # provider status word, error code
+
+@dataclass(frozen=True)
+class Step:
+    """One status a message goes through; `silent` ones change the record but post nothing."""
+
+    status: str
+    error_code: str | None = None
+    silent: bool = False
 
 
 def sequence(message: SimMessage, config: SimConfig) -> list[Step]:
-    """The status words a message goes through after acceptance, at this provider."""
+    """The statuses a message goes through after acceptance, at this provider.
+
+    Twilio posts no callback for a message's initial status (`queued` without a Messaging
+    Service; outbound-message-status-in-status-callbacks), so its first callback is `sent` or
+    `failed`. SignalWire posts one "each time a message transitions to a new state".
+    """
     failure = config.delivery_failures.get(message.to_number)
-    start: list[Step] = [("queued", None)]
-    if message.provider == "signalwire":
-        start.append(("initiated", None))
+    if message.provider == "twilio":
+        start = [Step("queued", silent=True)]
+    else:
+        start = [Step("queued"), Step("initiated")]
     if failure is None:
-        return [*start, ("sent", None), ("delivered", None)]
+        return [*start, Step("sent"), Step("delivered")]
     status, code = failure
     if status == "failed":
-        return [*start, ("failed", code)]
-    return [*start, ("sent", None), (status, code)]
+        return [*start, Step("failed", code)]
+    return [*start, Step("sent"), Step(status, code)]
 
 
-def twilio_params(message: SimMessage, status: str, code: str | None) -> dict[str, str]:
-    """The form fields of a Twilio (or SignalWire compatibility) status callback."""
+def twilio_params(message: SimMessage, change: Transition) -> dict[str, str]:
+    """The form fields of a Twilio (or SignalWire compatibility) status callback.
+
+    A subset of the standard webhook properties plus MessageStatus and ErrorCode
+    (track-outbound-message-status; webhook-request for the standard ones).
+    """
     params = {
         "AccountSid": message.account,
         "ApiVersion": "2010-04-01",
@@ -44,30 +63,31 @@ def twilio_params(message: SimMessage, status: str, code: str | None) -> dict[st
         "To": message.to_number,
         "MessageSid": message.sid,
         "SmsSid": message.sid,
-        "MessageStatus": status,
-        "SmsStatus": status,
+        "MessageStatus": change.status,
+        "SmsStatus": change.status,
     }
-    if code is not None:
-        params["ErrorCode"] = code
+    if change.error_code is not None:
+        params["ErrorCode"] = change.error_code
     return params
 
 
-def signalwire_payload(message: SimMessage, status: str, code: str | None) -> dict[str, object]:
-    """The JSON body of a native SignalWire messaging status callback."""
-    return {
-        "event_type": "messaging.state",
+def signalwire_payload(message: SimMessage, change: Transition) -> dict[str, object]:
+    """The JSON body of a native SignalWire status callback (MessageStatusCallbackPayload)."""
+    payload: dict[str, object] = {
         "id": message.sid,
         "project_id": message.account,
-        "from": message.from_number,
+        "status": change.status,
         "to": message.to_number,
-        "direction": "outbound",
-        "kind": "sms",
-        "status": status,
-        "error_code": code,
+        "from": message.from_number,
+        "body": message.body,
         "number_of_segments": message.segments,
-        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
-        "custom_variables": message.custom_variables,
+        "timestamp": iso_time(change.at),
+        "error_code": change.error_code,
+        "error_message": error_message(change.error_code),
     }
+    if message.custom_variables:  # "included only when the message was sent with" them
+        payload["custom_variables"] = message.custom_variables
+    return payload
 
 
 class CallbackSender:
@@ -99,30 +119,30 @@ class CallbackSender:
             await asyncio.sleep(cfg.callback_extra_delay)
         # The provider's own record moves in the real order; only the deliveries misbehave.
         reorder = self.faults.roll_callback(cfg.callback_reorder_rate)
-        held: list[Step] = []
-        for i, (status, code) in enumerate(steps):
+        held: list[Transition] = []
+        for i, step in enumerate(steps):
             if i > 0 and cfg.callback_delay > 0:
                 await asyncio.sleep(cfg.callback_delay)
-            message.move(status, code)
-            if self.faults.roll_callback(cfg.callback_drop_rate):
+            change = message.move(step.status, step.error_code)
+            if step.silent or self.faults.roll_callback(cfg.callback_drop_rate):
                 continue
             copies = 2 if self.faults.roll_callback(cfg.callback_duplicate_rate) else 1
             for _ in range(copies):
                 if reorder:
-                    held.append((status, code))
+                    held.append(change)
                 else:
-                    await self._post(message, status, code)
-        for status, code in reversed(held):  # newest first: every callback out of order
-            await self._post(message, status, code)
+                    await self._post(message, change)
+        for change in reversed(held):  # newest first: every callback out of order
+            await self._post(message, change)
 
-    async def _post(self, message: SimMessage, status: str, code: str | None) -> None:
+    async def _post(self, message: SimMessage, change: Transition) -> None:
         url = message.status_callback
         if not url or not self.config.callbacks:
             return
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=5.0)
         if message.provider == "twilio":
-            params = twilio_params(message, status, code)
+            params = twilio_params(message, change)
             signature = RequestValidator(self.config.twilio_auth_token).compute_signature(
                 url, params
             )
@@ -132,7 +152,7 @@ class CallbackSender:
             }
             content = urlencode(params).encode()
         elif self.config.signalwire_callback_format == "form":
-            params = twilio_params(message, status, code)
+            params = twilio_params(message, change)
             key = self.config.signalwire_signing_key
             signature = RequestValidator(key).compute_signature(url, params)  # same scheme B
             headers = {
@@ -142,7 +162,7 @@ class CallbackSender:
             }
             content = urlencode(params).encode()
         else:
-            content = json.dumps(signalwire_payload(message, status, code)).encode()
+            content = json.dumps(signalwire_payload(message, change)).encode()
             secret = self.config.signalwire_signing_key.encode()
             signed = url.encode() + content  # hex HMAC of url + raw body (SignalWire scheme A)
             headers = {

@@ -12,7 +12,8 @@ from typing import Any
 # Dev credentials: `make run` and the tests point both SDKs at these unless SIM_* overrides them.
 DEFAULT_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
 DEFAULT_TWILIO_AUTH_TOKEN = "sim-auth-token"  # noqa: S105 - a published dev credential
-DEFAULT_SIGNALWIRE_PROJECT = "sim-project"
+# SignalWire project ids are UUIDs, and its bodies' project_id must be one (schema `uuid`).
+DEFAULT_SIGNALWIRE_PROJECT = "00000000-0000-4000-8000-000000000000"
 DEFAULT_SIGNALWIRE_TOKEN = "sim-token"  # noqa: S105 - a published dev credential
 DEFAULT_SIGNALWIRE_SIGNING_KEY = "sim-signing-key"
 
@@ -60,6 +61,11 @@ class SimConfig:
     server_error_status: int = 503
     hang_rate: float = 0.0
     hang_max: float = 60.0  # a hung request is released after this long even if the client waits
+    # A slow path in front of the provider: the send is held this long before the provider sees
+    # it, and is still accepted after the client gave up (uniform in [min, max] seconds).
+    ingress_delay_rate: float = 0.0
+    ingress_delay_min: float = 5.0
+    ingress_delay_max: float = 15.0
     outage: bool = False
     outage_windows: list[tuple[float, float]] = field(default_factory=list)  # offsets from set time
     seed: int | None = None

@@ -1,4 +1,4 @@
-"""Injected misbehaviour of the send endpoints: latency, outages, 5xx, 429, random errors, hangs."""
+"""Injected misbehaviour of sends: ingress delay, latency, outages, 5xx, 429, errors, hangs."""
 
 from __future__ import annotations
 
@@ -34,6 +34,16 @@ class FaultEngine:
 
     def _roll(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
+
+    def ingress_delay(self) -> float | None:
+        """Seconds this send is held before the provider sees it, or None if it goes straight in.
+
+        Draws nothing while the rate is 0, so a seeded run without this fault rolls as before.
+        """
+        cfg = self.config
+        if not self._roll(cfg.ingress_delay_rate):
+            return None
+        return self.rng.uniform(cfg.ingress_delay_min, cfg.ingress_delay_max)
 
     async def delay(self) -> None:
         """Sleep the configured latency plus up to `jitter` more."""

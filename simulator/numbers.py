@@ -1,4 +1,4 @@
-"""Test numbers (DESIGN section 9): which sends each provider refuses, and with what error."""
+"""Test numbers (DESIGN section 9): which sends each provider refuses, and the error texts."""
 
 from __future__ import annotations
 
@@ -89,3 +89,24 @@ def rejection(provider: str, from_number: str, to_number: str) -> Rejection | No
         (TWILIO_FROM, TWILIO_TO) if provider == "twilio" else (SIGNALWIRE_FROM, SIGNALWIRE_TO)
     )
     return by_from.get(from_number) or by_to.get(to_number)
+
+
+# Delivery error codes (Twilio's error dictionary; SignalWire reports the same numbers) and the
+# text both providers put in `error_message` beside them.
+DELIVERY_ERRORS: dict[str, str] = {
+    "30001": "Queue overflow",
+    "30002": "Account suspended",
+    "30003": "Unreachable destination handset",
+    "30004": "Message blocked",
+    "30005": "Unknown destination handset",
+    "30006": "Landline or unreachable carrier",
+    "30007": "Message filtered",
+    "30008": "Unknown error",
+}
+
+
+def error_message(code: str | None) -> str | None:
+    """The description beside an error code in message bodies and callbacks; None without one."""
+    if code is None:
+        return None
+    return DELIVERY_ERRORS.get(code, f"Message delivery failed with error {code}")

@@ -1,13 +1,16 @@
 """SignalWire's native Messaging API: the paths and shapes `signalwire-sdk`'s RestClient uses.
 
-`client.messages.create(...)` posts JSON to /api/messaging/messages; `client.logs.messages.list()`
-and `.get(id)` read /api/messaging/logs (filters created_after/created_before/created_on, page_size,
-paging by `links.next`). Log entries carry no body, as on the real API.
+`client.messages.create(...)` posts JSON to /api/messaging/messages and gets a `Message.Message`;
+`client.logs.messages.list()` / `.paginate()` and `.get(id)` read /api/messaging/logs
+(`Message.LogListResponse` of `Message.MessageLog` entries, which carry no body): filters
+created_after / created_before / created_on, page_size, and page_number + page_token from the
+`links` of the previous page. Bodies follow SignalWire's REST OpenAPI (tests/provider_schemas/).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -17,13 +20,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulator.faults import Fault
-from simulator.numbers import rejection
-from simulator.state import SimState
-from simulator.store import SimMessage, signalwire_id
+from simulator.numbers import error_message, rejection
+from simulator.state import SimState, Withdrawn
+from simulator.store import SimMessage, iso_time, signalwire_id
 from simulator.twilio_api import basic_auth_ok
 
 _DOCS = "https://developer.signalwire.com/rest/overview/error-codes/#"
-_SIMPLE = {401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}
+# The bare `{"error": ...}` bodies (Types.StatusCodes.StatusCode400/401/404/500).
+_SIMPLE = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+CHARGE_PER_SEGMENT = 0.00415  # USD; only the shape matters here
 
 
 def errors(
@@ -34,14 +45,19 @@ def errors(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """SignalWire's `errors[]` body (422 validation errors, 429)."""
-    item = {"type": "validation_error", "code": code, "message": message, "attribute": attribute}
-    item["url"] = _DOCS + code
+    item = {
+        "type": "validation_error",
+        "code": code,
+        "message": message,
+        "attribute": attribute,
+        "url": _DOCS + code,
+    }
     return JSONResponse({"errors": [item]}, status_code=status, headers=headers)
 
 
 def simple(status: int) -> JSONResponse:
-    """SignalWire's bare `{"error": ...}` body (401, 404, 5xx)."""
-    return JSONResponse({"error": _SIMPLE.get(status, "Service Unavailable")}, status_code=status)
+    """SignalWire's bare `{"error": ...}` body (400, 401, 404, 5xx)."""
+    return JSONResponse({"error": _SIMPLE.get(status, _SIMPLE[503])}, status_code=status)
 
 
 def fault_response(fault: Fault) -> JSONResponse:
@@ -57,12 +73,8 @@ def fault_response(fault: Fault) -> JSONResponse:
     return simple(fault.status)
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def message_json(m: SimMessage) -> dict[str, Any]:
-    """The Message record returned by create."""
+    """The `Message.Message` record returned by create (closed schema: no custom_variables)."""
     return {
         "id": m.sid,
         "from": m.from_number,
@@ -74,17 +86,17 @@ def message_json(m: SimMessage) -> dict[str, Any]:
         "media": [],
         "number_of_segments": m.segments,
         "error_code": m.error_code,
-        "error_message": None,
-        "created_at": _iso(m.created_at),
+        "error_message": error_message(m.error_code),
+        "created_at": iso_time(m.created_at),
         "project_id": m.account,
         "status_callback_url": m.status_callback,
-        "custom_variables": m.custom_variables,
-        "message_uri": f"/api/messaging/messages/{m.sid}",
+        "message_uri": f"/api/messaging/logs/{m.sid}",
     }
 
 
 def log_json(m: SimMessage) -> dict[str, Any]:
-    """A message log entry (no body on the real API either)."""
+    """A `Message.MessageLog` entry (no body on the real API either)."""
+    charge = round(CHARGE_PER_SEGMENT * m.segments, 5) if m.billed else 0.0
     return {
         "id": m.sid,
         "from": m.from_number,
@@ -94,11 +106,13 @@ def log_json(m: SimMessage) -> dict[str, Any]:
         "kind": "sms",
         "source": "realtime_api",
         "type": "relay_message",
-        "url": None,
+        "url": None,  # "Null for Relay messages"
         "number_of_segments": m.segments,
-        "charge": 0.0,
-        "charge_details": [],
-        "created_at": _iso(m.created_at),
+        "charge": charge,
+        "charge_details": [{"description": "Outbound SMS", "charge": charge}] if m.billed else [],
+        "created_at": iso_time(m.created_at),
+        "error_message": error_message(m.error_code),
+        "error_code": m.error_code,
     }
 
 
@@ -110,15 +124,18 @@ def routes(state: SimState) -> list[Route]:
         ok = basic_auth_ok(request, cfg.signalwire_project, cfg.signalwire_token)
         return None if ok else simple(401)
 
-    async def create(request: Request) -> Response:
+    async def accept(
+        request: Request, raw: bytes, delayed: bool
+    ) -> Response | tuple[SimMessage, dict[str, Any]]:
+        """What SignalWire does with a create request once it arrives: a refusal or a message."""
         if (refused := denied(request)) is not None:
             return refused
         try:
-            data = json.loads(await request.body())
+            data = json.loads(raw)
         except ValueError:
-            return JSONResponse({"error": "Bad Request"}, status_code=400)
+            return simple(400)
         if not isinstance(data, dict):
-            return JSONResponse({"error": "Bad Request"}, status_code=400)
+            return simple(400)
         to, from_, body = (str(data.get(k) or "") for k in ("to", "from", "body"))
         for name, value in (("to", to), ("from", from_), ("body", body)):
             if not value:
@@ -134,7 +151,12 @@ def routes(state: SimState) -> list[Route]:
             state.store.count_request(key, f"rejected_{refusal.code}")
             headers = {"Retry-After": f"{cfg.retry_after:g}"} if refusal.status == 429 else None
             return errors(refusal.status, refusal.code, refusal.message, refusal.attribute, headers)
-        variables = data.get("custom_variables") or {}
+        raw_variables = data.get("custom_variables")
+        variables = (
+            {str(k): str(v) for k, v in raw_variables.items()}
+            if isinstance(raw_variables, dict)
+            else {}
+        )
         message = SimMessage(
             signalwire_id(),
             "signalwire",
@@ -143,16 +165,30 @@ def routes(state: SimState) -> list[Route]:
             to,
             body,
             str(data.get("status_callback") or "") or None,
-            {str(k): str(v) for k, v in dict(variables).items()},
+            variables,
+            message_id=variables.get("message_id") or None,
+            ingress_delayed=delayed,
         )
         state.store.add(message)
         state.store.count_request(key, "accepted")
+        answer = message_json(message)  # as created: queued, before any status change
         state.callbacks.schedule(message)
-        if state.faults.hang():
-            message.hung = True
+        message.hung = state.faults.hang()
+        return message, answer
+
+    async def create(request: Request) -> Response:
+        raw = await request.body()  # all of it arrived, as a proxy in front would have it
+        try:
+            outcome = await state.admit(lambda delayed: accept(request, raw, delayed))
+        except Withdrawn:
+            return fault_response(Fault("outage", 503))
+        if isinstance(outcome, Response):
+            return outcome
+        message, answer = outcome
+        if message.hung:
             await state.faults.hold(request)
-            return Response(status_code=504)
-        return JSONResponse(message_json(message), status_code=201)
+            return Response(status_code=504)  # only if the client is still there at hang_max
+        return JSONResponse(answer, status_code=201)
 
     async def log_get(request: Request) -> Response:
         if (refused := denied(request)) is not None:
@@ -171,36 +207,11 @@ def routes(state: SimState) -> list[Route]:
         await state.faults.delay()
         if (down := state.faults.outage()) is not None:
             return fault_response(down)
-        q = request.query_params
-        try:
-            size = min(int(q.get("page_size", "50")), 1000)
-            offset = int(q.get("page_token", "PA0").removeprefix("PA"))
-            after, before, on = (
-                _bound(q.get(k)) for k in ("created_after", "created_before", "created_on")
-            )
-        except ValueError:
-            return errors(422, "invalid_parameter", "Invalid filter or paging value")
-        found = [
-            m
-            for m in sorted(state.store.messages.values(), key=lambda m: m.created_at, reverse=True)
-            if m.provider == "signalwire"
-            and (after is None or m.created_at >= after)
-            and (before is None or m.created_at < before)
-            and (on is None or m.created_at.date() == on.date())
-        ]
-        chunk = found[offset : offset + size]
-        keep = {k: v for k, v in q.items() if k != "page_token"}
         base = str(request.url.replace(query=""))
-
-        def link(start: int) -> str:
-            return f"{base}?{urlencode({**keep, 'page_size': size, 'page_token': f'PA{start}'})}"
-
-        links = {"self": link(offset), "first": link(0)}
-        if offset + size < len(found):
-            links["next"] = link(offset + size)
-        if offset > 0:
-            links["prev"] = link(max(offset - size, 0))
-        return JSONResponse({"links": links, "data": [log_json(m) for m in chunk]})
+        try:
+            return JSONResponse(log_page(state, base, request.query_params))
+        except InvalidParameter as e:
+            return errors(422, e.code, e.message, e.attribute)
 
     return [
         Route("/api/messaging/messages", create, methods=["POST"]),
@@ -209,12 +220,76 @@ def routes(state: SimState) -> list[Route]:
     ]
 
 
-def _bound(raw: str | None) -> datetime | None:
+class InvalidParameter(ValueError):
+    """A log-list query value SignalWire would answer 422 for."""
+
+    def __init__(self, attribute: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.attribute, self.code, self.message = attribute, code, message
+
+
+_PAGING = ("page_number", "page_size", "page_token")
+
+
+def log_page(state: SimState, base: str, q: Mapping[str, str]) -> dict[str, Any]:
+    """One page of `GET /api/messaging/logs`, newest first, with `links` to the next and previous.
+
+    Pages after the first are named by page_token, a cursor (`PA` + the last id of this page for
+    `next`, `PB` + its first for `prev`), as in the spec's LogPaginationResponse examples.
+    """
+    try:
+        size = int(q.get("page_size", "50"))
+        number = int(q.get("page_number", "0"))
+    except ValueError:
+        raise InvalidParameter("page_size", "invalid_parameter", "Must be an integer") from None
+    if not 1 <= size <= 1000:
+        raise InvalidParameter("page_size", "invalid_parameter", "Must be between 1 and 1000")
+    after, before, on = (_bound(q, k) for k in ("created_after", "created_before", "created_on"))
+    found = [
+        m
+        for m in state.store.newest_first("signalwire")
+        if (after is None or m.created_at >= after)
+        and (before is None or m.created_at < before)
+        and (on is None or m.created_at.astimezone(UTC).date() == on.date())
+    ]
+    token = q.get("page_token") or None
+    if number > 0 and token is None:
+        raise InvalidParameter(
+            "page_token", "invalid_parameter", "page_token is required when page_number > 0"
+        )
+    start = state.store.page_start(found, token, size) if token else 0
+    if start is None:
+        raise InvalidParameter("page_token", "invalid_parameter", "Invalid page_token")
+    chunk = found[start : start + size]
+    filters = {k: v for k, v in q.items() if k not in _PAGING}
+
+    def link(n: int | None, cursor: str | None) -> str:
+        params: dict[str, Any] = dict(filters)
+        if n is not None:
+            params["page_number"] = n
+        params["page_size"] = size
+        if cursor is not None:
+            params["page_token"] = cursor
+        return f"{base}?{urlencode(params)}"
+
+    links = {"self": link(number, token), "first": link(None, None)}
+    if chunk and start + len(chunk) < len(found):
+        links["next"] = link(number + 1, f"PA{chunk[-1].sid}")
+    if chunk and start > 0:
+        links["prev"] = link(max(number - 1, 0), f"PB{chunk[0].sid}")
+    return {"links": links, "data": [log_json(m) for m in chunk]}
+
+
+def _bound(q: Mapping[str, str], name: str) -> datetime | None:
     """A created_* filter: a day (`2024-04-30`, from its midnight UTC) or a full ISO timestamp."""
+    raw = q.get(name)
     if not raw:
         return None
     text = raw.strip().replace("Z", "+00:00")
-    if len(text) == 10:
-        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-    value = datetime.fromisoformat(text)
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParameter(name, "datetime_required", "This value must be a DateTime") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)

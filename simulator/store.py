@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import itertools
 import secrets
 import uuid
 from collections import Counter
@@ -10,7 +10,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from simulator import segments
+
 SendKey = tuple[str, str, str, str]  # provider, from, to, body
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One status change of a message, as its callback reports it."""
+
+    status: str
+    error_code: str | None
+    at: datetime
 
 
 @dataclass
@@ -25,22 +36,21 @@ class SimMessage:
     body: str
     status_callback: str | None
     custom_variables: dict[str, str] = field(default_factory=dict)
+    message_id: str | None = None  # ours, when the request carried it (callback URL or variables)
+    ingress_delayed: bool = False  # held by the ingress_delay fault before the provider saw it
     status: str = "queued"
     error_code: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     sent_at: datetime | None = None
     hung: bool = False  # accepted, but the response was never sent
+    seq: int = 0  # order of acceptance; breaks created_at ties in newest-first listings
+    segments: int = field(init=False)
 
-    @property
-    def segments(self) -> int:
-        """GSM-7 fits 160 characters (153 per part), anything else UCS-2 fits 70 (67 per part)."""
-        gsm = all(ord(c) < 128 for c in self.body)
-        single, part = (160, 153) if gsm else (70, 67)
-        n = len(self.body)
-        return 1 if n <= single else math.ceil(n / part)
+    def __post_init__(self) -> None:
+        self.segments = segments.count(self.body)
 
-    def move(self, status: str, error_code: str | None = None) -> None:
+    def move(self, status: str, error_code: str | None = None) -> Transition:
         """Set the provider-side status (the callbacks and the read endpoints report it)."""
         self.status = status
         self.updated_at = datetime.now(UTC)
@@ -48,6 +58,12 @@ class SimMessage:
             self.error_code = error_code
         if status in ("sent", "delivered", "undelivered") and self.sent_at is None:
             self.sent_at = self.updated_at
+        return Transition(status, error_code, self.updated_at)
+
+    @property
+    def billed(self) -> bool:
+        """Whether the carrier took the message (failed messages are not charged)."""
+        return self.sent_at is not None
 
 
 class Store:
@@ -57,6 +73,7 @@ class Store:
         self.messages: dict[str, SimMessage] = {}
         self.attempts: Counter[SendKey] = Counter()
         self.outcomes: Counter[str] = Counter()
+        self._seq = itertools.count(1)
 
     def count_request(self, key: SendKey, outcome: str) -> None:
         """Count one send request and what the simulator answered."""
@@ -64,8 +81,30 @@ class Store:
         self.outcomes[outcome] += 1
 
     def add(self, message: SimMessage) -> SimMessage:
+        message.seq = next(self._seq)
         self.messages[message.sid] = message
         return message
+
+    def newest_first(self, provider: str) -> list[SimMessage]:
+        """One provider's messages in its listing order: newest created first."""
+        found = [m for m in self.messages.values() if m.provider == provider]
+        return sorted(found, key=order_key, reverse=True)
+
+    def page_start(self, found: list[SimMessage], token: str, size: int) -> int | None:
+        """Where in `found` (newest first) the page a paging cursor names begins; None if invalid.
+
+        `PA<id>`: the page after that message (everything older); `PB<id>`: the page that ends
+        just before it. The providers page by such cursors rather than offsets, so messages
+        created while a client pages through shift nothing.
+        """
+        direction, sid = token[:2], token[2:]
+        anchor = self.messages.get(sid)
+        if direction not in ("PA", "PB") or anchor is None:
+            return None
+        key = order_key(anchor)
+        if direction == "PA":
+            return sum(1 for m in found if order_key(m) >= key)
+        return max(sum(1 for m in found if order_key(m) > key) - size, 0)
 
     def reset(self) -> None:
         self.messages.clear()
@@ -92,6 +131,9 @@ class Store:
                     "created_at": m.created_at.isoformat(),
                     "status_callback": m.status_callback,
                     "custom_variables": m.custom_variables,
+                    "message_id": m.message_id,
+                    "segments": m.segments,
+                    "ingress_delayed": m.ingress_delayed,
                     "hung": m.hung,
                     "accepted_count": accepted[key],  # > 1 means the same content was sent twice
                     "request_count": self.attempts[key],  # every send request for this content
@@ -104,9 +146,19 @@ class Store:
         }
 
 
+def order_key(message: SimMessage) -> tuple[datetime, int]:
+    """Creation time, then acceptance order: the key both providers' listings sort on."""
+    return (message.created_at, message.seq)
+
+
 def twilio_sid() -> str:
     return "SM" + secrets.token_hex(16)
 
 
 def signalwire_id() -> str:
     return str(uuid.uuid4())
+
+
+def iso_time(value: datetime) -> str:
+    """A time as SignalWire writes it: ISO 8601 in UTC with a Z."""
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")

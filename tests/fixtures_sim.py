@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -16,6 +18,8 @@ import uvicorn
 from shared.config import Settings, load_settings
 from simulator.app import create_app
 from simulator.config import SimConfig
+
+T = TypeVar("T")
 
 SIM_TWILIO_NUMBER = "+15005550006"
 SIM_SIGNALWIRE_NUMBER = "+15005550010"
@@ -57,6 +61,32 @@ class SimHandle:
         rows: list[dict[str, Any]] = self.report()["messages"]
         return rows
 
+    def twilio_messages_path(self) -> str:
+        """Path of the Twilio Messages collection for this simulator's account."""
+        return f"/2010-04-01/Accounts/{self.config.twilio_account_sid}/Messages.json"
+
+    def post_twilio(self, timeout: float = 5.0, **form: str) -> httpx.Response:
+        """POST a Twilio create with the simulator's credentials (From/To/Body default)."""
+        data = {"From": SIM_TWILIO_NUMBER, "To": "+15551230000", "Body": "hi", **form}
+        auth = (self.config.twilio_account_sid, self.config.twilio_auth_token)
+        return self._http.post(self.twilio_messages_path(), data=data, auth=auth, timeout=timeout)
+
+    def post_signalwire(self, timeout: float = 5.0, **fields: Any) -> httpx.Response:
+        """POST a SignalWire create as JSON with the simulator's credentials."""
+        data = {"from": SIM_SIGNALWIRE_NUMBER, "to": "+15551230000", "body": "hi", **fields}
+        auth = (self.config.signalwire_project, self.config.signalwire_token)
+        return self._http.post("/api/messaging/messages", json=data, auth=auth, timeout=timeout)
+
+    def get(self, path: str, provider: str, **params: Any) -> httpx.Response:
+        """GET one of a provider's read endpoints (or a paging link) with its credentials."""
+        auth = (
+            (self.config.twilio_account_sid, self.config.twilio_auth_token)
+            if provider == "twilio"
+            else (self.config.signalwire_project, self.config.signalwire_token)
+        )
+        # httpx would replace a query already in `path` (a paging link) with an empty `params`.
+        return self._http.get(path, params=params or None, auth=auth)
+
     def env(self) -> dict[str, str]:
         """The settings environment that points both providers at this simulator."""
         return {
@@ -73,9 +103,24 @@ class SimHandle:
         self._http.close()
 
 
+def wait_until(check: Callable[[], T], timeout: float = 5.0, every: float = 0.02) -> T:
+    """Poll `check` until it returns something truthy (returned) or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
+        time.sleep(every)
+
+
 @pytest.fixture(scope="session")
 def sim_server() -> Iterator[SimHandle]:
     """One simulator for the whole run, served by uvicorn on a free port in a background thread."""
+    # The twilio SDK logs query strings (phone numbers) at INFO; production's setup_logging quiets
+    # it, and tests that drive the SDK without it must too, or the run-wide leak check fails.
+    logging.getLogger("twilio").setLevel(logging.WARNING)
     config = SimConfig(callback_delay=0.01)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

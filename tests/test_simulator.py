@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,20 +109,63 @@ def test_latency_delays_the_answer(sim: SimHandle) -> None:
 
 
 def test_callbacks_default_sequence(sim: SimHandle, callback_listener: CallbackListener) -> None:
-    """An accepted Twilio message reports queued, sent, delivered to its StatusCallback."""
-    post_twilio(sim, StatusCallback=callback_listener.url + "/cb?message_id=m1")
-    received = callback_listener.wait_for(3)
-    assert statuses(received) == ["queued", "sent", "delivered"]
+    """An accepted Twilio message posts sent then delivered, and nothing for its initial queued."""
+    created = post_twilio(sim, StatusCallback=callback_listener.url + "/cb?message_id=m1")
+    assert created.json()["status"] == "queued"
+    received = callback_listener.wait_for(2)
+    assert statuses(received) == ["sent", "delivered"]
     assert received[0].path == "/cb?message_id=m1"
 
 
+def test_twilio_callback_fields(sim: SimHandle, callback_listener: CallbackListener) -> None:
+    """A Twilio callback carries the standard properties plus MessageStatus, and ErrorCode only
+    when the message failed."""
+    sid = post_twilio(sim, StatusCallback=callback_listener.url + "/cb").json()["sid"]
+    sent = {k: v[0] for k, v in parse_qs(callback_listener.wait_for(1)[0].body.decode()).items()}
+    assert sent == {
+        "AccountSid": DEFAULT_TWILIO_ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "From": SIM_TWILIO_NUMBER,
+        "To": "+15551230000",
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": "sent",
+        "SmsStatus": "sent",
+    }
+
+
 def test_delivery_failure_numbers(sim: SimHandle, callback_listener: CallbackListener) -> None:
-    """A recipient configured to fail ends in failed with its error code."""
+    """A recipient configured to fail ends in failed with its error code (one callback only)."""
     post_twilio(sim, To="+15005550013", StatusCallback=callback_listener.url + "/cb")
-    received = callback_listener.wait_for(2)
+    received = callback_listener.wait_for(1)
     last = parse_qs(received[-1].body.decode())
-    assert statuses(received) == ["queued", "failed"]
+    assert statuses(received) == ["failed"]
     assert last["ErrorCode"] == ["30006"]
+
+
+def test_undelivered_number_is_sent_first(
+    sim: SimHandle, callback_listener: CallbackListener
+) -> None:
+    """An unreachable recipient reports sent, then undelivered with its error code."""
+    post_twilio(sim, To="+15005550011", StatusCallback=callback_listener.url + "/cb")
+    received = callback_listener.wait_for(2)
+    assert statuses(received) == ["sent", "undelivered"]
+    assert parse_qs(received[-1].body.decode())["ErrorCode"] == ["30003"]
+    assert "ErrorCode" not in parse_qs(received[0].body.decode())
+
+
+def test_signalwire_callbacks_start_at_queued(
+    sim: SimHandle, callback_listener: CallbackListener
+) -> None:
+    """SignalWire posts each state it enters, its initial queued included."""
+    sim.post_signalwire(status_callback=callback_listener.url + "/sw")
+    received = callback_listener.wait_for(4)
+    assert [json.loads(r.body)["status"] for r in received] == [
+        "queued",
+        "initiated",
+        "sent",
+        "delivered",
+    ]
 
 
 def test_doubled_and_reordered_callbacks(
@@ -130,9 +174,33 @@ def test_doubled_and_reordered_callbacks(
     """Duplicate and reorder faults send every callback twice, newest first."""
     sim.configure(callback_duplicate_rate=1, callback_reorder_rate=1)
     post_twilio(sim, StatusCallback=callback_listener.url + "/cb")
-    received = callback_listener.wait_for(6)
-    assert statuses(received) == ["delivered", "delivered", "sent", "sent", "queued", "queued"]
+    received = callback_listener.wait_for(4)
+    assert statuses(received) == ["delivered", "delivered", "sent", "sent"]
     assert sim.messages()[0]["status"] == "delivered"
+
+
+@pytest.mark.parametrize("provider", ["twilio", "signalwire"])
+def test_record_rows_carry_our_id_segments_and_ingress_flag(sim: SimHandle, provider: str) -> None:
+    """Each /_sim/messages row names our message id from the request, its segment count and
+    whether the ingress delay held it, beside the fields it always had."""
+    if provider == "twilio":
+        post_twilio(sim, Body="€" * 81, StatusCallback="http://127.0.0.1:9/cb?message_id=abc-1")
+    else:
+        sim.post_signalwire(body="€" * 81, custom_variables={"message_id": "abc-1"})
+    [row] = sim.messages()
+    assert (row["message_id"], row["segments"], row["ingress_delayed"]) == ("abc-1", 2, False)
+    assert set(row) == {
+        "sid", "provider", "from", "to", "body", "status", "error_code", "created_at",
+        "status_callback", "custom_variables", "message_id", "segments", "ingress_delayed",
+        "hung", "accepted_count", "request_count",
+    }  # fmt: skip
+
+
+def test_record_without_our_id(sim: SimHandle) -> None:
+    """A send that carries no id of ours is recorded with message_id null."""
+    post_twilio(sim)
+    sim.post_signalwire(custom_variables={"other": "x"})
+    assert [r["message_id"] for r in sim.messages()] == [None, None]
 
 
 def test_dropped_callbacks_still_move_the_record(
@@ -183,12 +251,12 @@ def test_python_m_simulator_serves_the_twilio_sdk(callback_listener: CallbackLis
         message = client.api.v2010.accounts(DEFAULT_TWILIO_ACCOUNT_SID).messages.create(
             to="+15551230000", from_=SIM_TWILIO_NUMBER, body="hello", status_callback=callback
         )
-        received = callback_listener.wait_for(3)
+        received = callback_listener.wait_for(2)
     finally:
         process.terminate()
         process.wait(timeout=10)
     validator = RequestValidator(DEFAULT_TWILIO_AUTH_TOKEN)
-    assert statuses(received) == ["queued", "sent", "delivered"]
+    assert statuses(received) == ["sent", "delivered"]
     for r in received:
         params = {k: v[0] for k, v in parse_qs(r.body.decode()).items()}
         assert params["MessageSid"] == message.sid
