@@ -9,10 +9,15 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime
 from uuid import UUID
 
-from shared.providers.base import RemoteMessage, SendRequest, SendResult, StatusUpdate
+from shared.providers.base import (
+    CopyLookup,
+    RemoteMessage,
+    SendRequest,
+    SendResult,
+    StatusUpdate,
+)
 
 
 class NoopProvider:
@@ -30,10 +35,8 @@ class NoopProvider:
     async def fetch(self, sid: str) -> RemoteMessage:
         raise NotImplementedError("the no-op provider keeps no messages")
 
-    async def find_recent(
-        self, from_number: str, to_number: str, body: str, since: datetime
-    ) -> RemoteMessage | None:
-        return None
+    async def find_copies(self, lookup: CopyLookup) -> list[RemoteMessage]:
+        return []
 
     def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
         return False

@@ -52,6 +52,11 @@ class Work:
     last_error_code: str | None = None
     last_error_category: str | None = None
     last_error: str | None = None
+    segments: int | None = None
+    # A sid a callback already brought for this message (it names our id): the copy exists.
+    provider_sid: str | None = None
+    # Lookups that did not find the unresolved attempt at the provider so far.
+    reconcile_misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,9 @@ class Outbox:
                 last_error_code=r["last_error_code"],
                 last_error_category=r["last_error_category"],
                 last_error=r["last_error"],
+                segments=r["segments"],
+                provider_sid=r["provider_sid"],
+                reconcile_misses=r["reconcile_misses"],
             )
             for r in rows
         ]
@@ -296,10 +304,33 @@ class Outbox:
         )
         return len(rows)
 
-    async def sid_owner(self, provider: str, sid: str) -> UUID | None:
-        """The message of ours that already holds this provider sid, if any."""
-        rows = await self._rows("outbox_sid_owner", {"provider": provider, "sid": sid})
-        return rows[0]["id"] if rows else None
+    async def sids_taken(self, work: Work, sids: Sequence[str]) -> set[str]:
+        """Which of these provider sids belong to another message of ours than `work`'s."""
+        if not sids:
+            return set()
+        rows = await self._rows(
+            "outbox_sids_taken",
+            {"provider": work.provider, "sids": list(sids), "message_id": work.message_id},
+        )
+        return {r["sid"] for r in rows}
+
+    async def await_copy(
+        self, work: Work, *, delay_seconds: float, missed: bool, now: datetime | None = None
+    ) -> bool:
+        """Look for `work`'s unresolved attempt again after `delay_seconds`, attempt given back;
+        `missed` counts a lookup that found nothing. False when the row was no longer ours."""
+        rows = await self._rows(
+            "outbox_await_copy",
+            {
+                "now": now,
+                "owner": self.owner,
+                "id": work.id,
+                "attempt": work.attempt,
+                "delay_seconds": max(delay_seconds, 0.0),
+                "missed": missed,
+            },
+        )
+        return bool(rows)
 
     async def pause_provider(
         self,

@@ -32,7 +32,7 @@ from dispatcher.recorder import Recorder
 from shared import metrics
 from shared.config import Settings
 from shared.logs import mask_number
-from shared.providers.base import Category, Provider, ProviderError, SendRequest
+from shared.providers.base import Category, CopyLookup, Provider, ProviderError, SendRequest
 from shared.retry import RetryPolicy, backoff_seconds, next_attempt_at
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class RunStats:
     claimed: int = 0
     sent: int = 0
     reconciled: int = 0
+    awaiting: int = 0  # unresolved attempts handed back to be looked up later (settle, miss)
     rescheduled: int = 0
     failed: int = 0
     config: int = 0
@@ -235,17 +236,38 @@ class Dispatcher:
         self._recorded(sent, row, batch)
 
     async def _reconcile(self, work: Work, batch: _Batch) -> bool:
-        """Resolve an earlier attempt that may have reached the provider; whether to send now."""
+        """Resolve an earlier attempt that may have reached the provider; whether to send now.
+
+        Nothing is sent again while the provider may still hold the message: the lookup waits
+        until the attempt's call and a settle window are over (a request that left late lands
+        first), and RECONCILE_LOOKUPS lookups, a settle window apart, must all miss.
+        """
+        if work.provider_sid is not None:
+            # A callback naming our message id brought its sid: the strongest proof there is.
+            await self._record_sent([Sent(work, work.provider_sid, "callback", True)], batch)
+            return False
         if work.unresolved_since is None:
             return True
         assert work.provider and work.from_number and work.to_number and work.body
+        settle = self.settings.reconcile_settle_seconds
+        window_end = work.unresolved_since + timedelta(
+            seconds=self.settings.provider_timeout_seconds + settle
+        )
+        wait = (window_end - work.claimed_at).total_seconds()
+        if wait > 0:
+            await self._await_copy(work, batch, delay=wait, missed=False)
+            return False
+        lookup = CopyLookup(
+            from_number=work.from_number,
+            to_number=work.to_number,
+            body=work.body,
+            segments=work.segments,
+            since=work.unresolved_since - RECONCILE_SKEW,
+            until=window_end,
+        )
         provider = self.providers[work.provider]
-        since = work.unresolved_since - RECONCILE_SKEW
         try:
-            async with asyncio.timeout(self.settings.provider_timeout_seconds):
-                remote = await provider.find_recent(
-                    work.from_number, work.to_number, work.body, since
-                )
+            copies = await provider.find_copies(lookup)
         except ProviderError as e:
             metrics.child(metrics.RECONCILIATIONS, work.provider, "error").inc()
             await self._failure(work, e, batch, unresolved=True)
@@ -256,18 +278,40 @@ class Dispatcher:
             err = ProviderError(Category.AMBIGUOUS, f"lookup failed: {type(e).__name__}")
             await self._failure(work, err, batch, unresolved=True)
             return False
-        if remote is not None:
-            holder = await self.outbox.sid_owner(work.provider, remote.sid)
-            if holder is None or holder == work.message_id:
-                # Logged once recorded (action "reconciled").
-                await self._record_sent([Sent(work, remote.sid, remote.raw_status, True)], batch)
-                return False
+        taken = await self.outbox.sids_taken(work, [c.sid for c in copies])
+        free = [c for c in copies if c.sid not in taken]
+        if free:
+            if len(free) > 1:
+                log.warning(
+                    "several provider messages match one unresolved attempt; the oldest is adopted",
+                    extra={**self._extra(work), "action": "reconcile_several", "count": len(free)},
+                )
+            # Logged once recorded (action "reconciled").
+            await self._record_sent([Sent(work, free[0].sid, free[0].raw_status, True)], batch)
+            return False
+        if work.reconcile_misses + 1 < self.settings.reconcile_lookups:
+            metrics.child(metrics.RECONCILIATIONS, work.provider, "miss").inc()
+            log.info(
+                "earlier attempt not found at the provider; looking again before any resend",
+                extra={**self._extra(work), "action": "reconcile_miss"},
+            )
+            await self._await_copy(work, batch, delay=settle, missed=True)
+            return False
         metrics.child(metrics.RECONCILIATIONS, work.provider, "resend").inc()
         log.info(
             "earlier attempt not found at the provider; sending",
-            extra={**self._extra(work), "action": "reconcile_miss"},
+            extra={**self._extra(work), "action": "reconcile_resend"},
         )
         return True
+
+    async def _await_copy(self, work: Work, batch: _Batch, *, delay: float, missed: bool) -> None:
+        """Hand an unresolved row back to be looked up after `delay` (no attempt spent)."""
+        ok = await self.outbox.await_copy(work, delay_seconds=delay, missed=missed, now=batch.now)
+        self._settle(work)
+        if ok:
+            batch.stats.awaiting += 1
+        else:
+            self._stale(work, batch, "lookup wait")
 
     async def _attempt(self, work: Work, batch: _Batch) -> Sent | None:
         """Call the provider once; an accepted send is returned, any other outcome recorded here."""

@@ -169,6 +169,62 @@ async def raise_provider_config_alert(
     return alert_id
 
 
+async def raise_duplicate_send(
+    conn: AsyncConnection[Any],
+    message_id: UUID,
+    *,
+    provider: str,
+    stray_sid: str,
+    recorded_sid: str | None,
+    settings: Settings,
+) -> int | None:
+    """Tell the operator one message reached the provider twice (one alert per message).
+
+    Nothing can be unsent; the operator learns which message and which sids, to explain it to the
+    recipient's owner or the provider. The new alert's id, or None when already alerted.
+    """
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(q("alerts_message_facts"), {"message_id": message_id})
+        msg = await cur.fetchone()
+        if msg is None:
+            return None
+        payload = {
+            "kind": "duplicate_send",
+            "message_id": str(message_id),
+            "conversation_id": str(msg["conversation_id"]),
+            "from": msg["from_number"],
+            "to": masked_recipient(msg["to_number"]),
+            "provider": provider,
+            "recorded_sid": recorded_sid,
+            "duplicate_sid": stray_sid,
+        }
+        alert_id = await _insert(
+            cur,
+            kind="duplicate_send",
+            message_id=message_id,
+            provider=provider,
+            error_code=None,
+            error_category="duplicate_send",
+            error_message=f"provider message {stray_sid} is a second copy of {recorded_sid}",
+            payload=payload,
+            settings=settings,
+            now=None,
+        )
+    if alert_id is not None:
+        log.error(
+            "double send detected",
+            extra={
+                "action": "duplicate_send_alert",
+                "message_id": str(message_id),
+                "provider": provider,
+                "sid": stray_sid,
+                "recorded_sid": recorded_sid,
+                "alert_id": alert_id,
+            },
+        )
+    return alert_id
+
+
 async def _insert(
     cur: Any,
     *,

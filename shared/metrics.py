@@ -50,6 +50,12 @@ CALLBACK_LAG: Final = Histogram(
     ["provider"],
     buckets=_LAG_BUCKETS,
 )
+DUPLICATE_SENDS: Final = Counter(
+    "sms_duplicate_sends_detected",
+    "Provider messages carrying one of our message ids under a sid other than the recorded one: "
+    "a double send, detected (counted once per stray copy).",
+    ["provider"],
+)
 OPERATOR_ACTIONS: Final = Counter(
     "sms_operator_actions",
     "Cancels and requeues done through the API or smsctl.",
@@ -93,6 +99,12 @@ RECONCILIATIONS: Final = Counter(
     "sms_reconciliations",
     "Reconciliations of ambiguous attempts: adopted (the provider had it), resend (it did not), "
     "error (the look-up failed).",
+    ["provider", "result"],
+)
+SWEEP_LOOKUPS: Final = Counter(
+    "sms_status_sweep_lookups",
+    "Status sweeper lookups at the provider: checked (answered), retry (timed out or failed for a "
+    "passing reason: asked again soon), refused (asked again after STATUS_SWEEP_AFTER_SECONDS).",
     ["provider", "result"],
 )
 SEND_LATENCY: Final = Histogram(

@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from shared import alerts
+from shared import alerts, metrics
 from shared.config import Settings
 from shared.lifecycle import FAILED, TERMINAL, can_move, sources_for
 from shared.providers.base import StatusUpdate
@@ -37,6 +37,7 @@ class ApplyResult:
     current: str | None = None  # status after
     recorded: bool = False  # False: an exact duplicate callback, already recorded once
     sid_recorded: bool = False  # this update gave the message its provider sid
+    duplicate: bool = False  # the update is about a second provider message under our id
 
     @property
     def known(self) -> bool:
@@ -119,17 +120,18 @@ async def _apply_to(
         )
         return unchanged
     unchanged = dataclasses.replace(unchanged, recorded=True)
-    if msg["provider"] != update.provider or (
-        update.sid and msg["provider_sid"] and update.sid != msg["provider_sid"]
-    ):
-        # Another provider message than the one we recorded (e.g. a stray resend): its fate is
-        # not this message's, so it is kept as history only.
+    if msg["provider"] != update.provider:
         log.warning(
-            "status %s for another provider message than the recorded one",
+            "status %s from another provider than the message's",
             update.raw_status,
-            extra={"action": "status_sid_mismatch", **ids},
+            extra={"action": "status_provider_mismatch", **ids},
         )
         return unchanged
+    if update.sid and msg["provider_sid"] and update.sid != msg["provider_sid"]:
+        # A second provider message under our id: a double send. Its fate is not this message's
+        # (the recorded sid's callbacks still move it), so it is kept as history and reported.
+        await _duplicate_send(conn, msg, update, settings=settings, ids=ids)
+        return dataclasses.replace(unchanged, duplicate=True)
 
     sid: str | None = msg["provider_sid"]
     sid_recorded = False
@@ -218,6 +220,46 @@ async def _apply_to(
         },
     )
     return dataclasses.replace(unchanged, current=new)
+
+
+async def _duplicate_send(
+    conn: AsyncConnection[Any],
+    msg: dict[str, Any],
+    update: StatusUpdate,
+    *,
+    settings: Settings,
+    ids: dict[str, str],
+) -> None:
+    """Record a detected double send once per stray sid: event, counter, one operator alert."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            q("status_record_duplicate_send"),
+            {
+                "message_id": msg["id"],
+                "provider": update.provider,
+                "sid": update.sid,
+                "recorded_sid": msg["provider_sid"],
+                "raw_status": update.raw_status,
+            },
+        )
+        first = await cur.fetchone() is not None
+    if not first:
+        return
+    metrics.child(metrics.DUPLICATE_SENDS, update.provider).inc()
+    log.warning(
+        "double send detected: status %s for a second provider message under our id",
+        update.raw_status,
+        extra={"action": "duplicate_send_detected", "sid": update.sid, **ids},
+    )
+    assert update.sid is not None
+    await alerts.raise_duplicate_send(
+        conn,
+        msg["id"],
+        provider=update.provider,
+        stray_sid=update.sid,
+        recorded_sid=msg["provider_sid"],
+        settings=settings,
+    )
 
 
 async def _record(

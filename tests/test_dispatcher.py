@@ -325,8 +325,14 @@ def test_rescued_lease_is_reconciled_before_any_resend(
                 await close_providers(providers)
 
     asyncio.run(die_mid_attempt())
-    (stats,) = run(sim_settings, t0 + timedelta(seconds=sim_settings.dispatch_lease_seconds + 1))
-    assert (stats.reconciled, stats.sent) == ((1, 0) if reached_provider else (0, 1))
+    rescue = t0 + timedelta(seconds=sim_settings.dispatch_lease_seconds + 1)
+    look_again = rescue + timedelta(seconds=sim_settings.reconcile_settle_seconds + 1)
+    first, second = run(sim_settings, rescue, look_again)
+    if reached_provider:
+        assert (first.reconciled, first.sent, second.claimed) == (1, 0, 0)
+    else:
+        # Not found once is not enough: a second lookup, a settle window later, must miss too.
+        assert (first.awaiting, first.sent, second.reconciled, second.sent) == (1, 0, 0, 1)
     (only,) = sim.messages()
     assert statuses(db, [mid])[mid][0] == "queued"
     assert statuses(db, [mid])[mid][4] == only["sid"]

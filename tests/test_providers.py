@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from shared.config import Settings
-from shared.providers.base import Category, Provider, ProviderError, SendRequest
+from shared.providers.base import Category, CopyLookup, Provider, ProviderError, SendRequest
 from shared.providers.registry import close_providers, open_providers
 from shared.providers.signalwire import status_callback_url as signalwire_callback_url
 from shared.providers.twilio import status_callback_url as twilio_callback_url
@@ -177,25 +177,37 @@ def test_bad_credentials_are_config(provider_settings: Settings, sim: SimHandle,
     assert (error.category, error.http_status) == (Category.CONFIG, 401)
 
 
+def lookup(req: SendRequest, since: datetime, *, body: str | None = None) -> CopyLookup:
+    """What reconciliation asks about `req`, for an attempt that started at `since`."""
+    return CopyLookup(
+        from_number=req.from_number,
+        to_number=req.to_number,
+        body=req.body if body is None else body,
+        segments=1,
+        since=since,
+        until=since + timedelta(seconds=60),
+    )
+
+
 @pytest.mark.parametrize("name", PROVIDERS)
-def test_find_recent_finds_the_accepted_message(
+def test_find_copies_finds_the_accepted_message(
     provider_settings: Settings, sim: SimHandle, name: str
 ) -> None:
     """Reconciliation finds a message the provider accepted since the attempt started."""
     since = datetime.now(UTC)
     req = request(name, body="reconcile me")
 
-    async def work(p: Provider) -> tuple[str, Any]:
+    async def work(p: Provider) -> tuple[str, list[Any]]:
         sent = await p.send(req)
-        return sent.sid, await p.find_recent(req.from_number, req.to_number, req.body, since)
+        return sent.sid, await p.find_copies(lookup(req, since))
 
     sid, found = run(provider_settings, name, work)
-    assert found is not None and found.sid == sid
-    assert (found.from_number, found.to_number) == (req.from_number, req.to_number)
+    assert [f.sid for f in found] == [sid]
+    assert (found[0].from_number, found[0].to_number) == (req.from_number, req.to_number)
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
-def test_find_recent_finds_nothing_that_was_not_sent(
+def test_find_copies_finds_nothing_that_was_not_sent(
     provider_settings: Settings, sim: SimHandle, name: str
 ) -> None:
     """Reconciliation finds nothing for another recipient or for messages older than the attempt."""
@@ -204,23 +216,61 @@ def test_find_recent_finds_nothing_that_was_not_sent(
     async def work(p: Provider) -> tuple[Any, Any]:
         await p.send(req)
         later = datetime.now(UTC) + timedelta(seconds=30)
-        other = await p.find_recent(req.from_number, "+15557770000", req.body, later)
-        too_old = await p.find_recent(req.from_number, req.to_number, req.body, later)
+        other = await p.find_copies(
+            dataclasses.replace(lookup(req, later), to_number="+15557770000")
+        )
+        too_old = await p.find_copies(lookup(req, later))
         return other, too_old
 
-    assert run(provider_settings, name, work) == (None, None)
+    assert run(provider_settings, name, work) == ([], [])
 
 
-def test_twilio_find_recent_compares_the_body(provider_settings: Settings, sim: SimHandle) -> None:
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_find_copies_sees_past_sixty_newer_messages_to_the_pair(
+    provider_settings: Settings, sim: SimHandle, name: str
+) -> None:
+    """The copy is found behind 60 newer messages of the same pair: every page is read."""
+    sim.reset()
+    since = datetime.now(UTC)
+    req = request(name, to="+15551239999", body="the one")
+
+    async def work(p: Provider) -> tuple[str, list[Any]]:
+        sent = await p.send(req)
+        for i in range(60):
+            await p.send(dataclasses.replace(req, message_id=uuid4(), body=f"newer {i}"))
+        return sent.sid, await p.find_copies(lookup(req, since))
+
+    sid, found = run(provider_settings, name, work)
+    assert sid in [f.sid for f in found]
+
+
+def test_twilio_find_copies_compares_the_body(provider_settings: Settings, sim: SimHandle) -> None:
     """Twilio returns bodies, so the same pair with a different body is no match."""
     since = datetime.now(UTC)
     req = request("twilio", body="first")
 
     async def work(p: Provider) -> Any:
         await p.send(req)
-        return await p.find_recent(req.from_number, req.to_number, "second", since)
+        return await p.find_copies(lookup(req, since, body="second"))
 
-    assert run(provider_settings, "twilio", work) is None
+    assert run(provider_settings, "twilio", work) == []
+
+
+def test_signalwire_find_copies_compares_the_segment_count(
+    provider_settings: Settings, sim: SimHandle
+) -> None:
+    """SignalWire's log has no body: a copy must at least have our message's segment count."""
+    since = datetime.now(UTC)
+    req = request("signalwire", to="+15551238888", body="one segment")
+
+    async def work(p: Provider) -> tuple[list[Any], list[Any]]:
+        await p.send(req)
+        same = await p.find_copies(lookup(req, since))
+        longer = await p.find_copies(dataclasses.replace(lookup(req, since), segments=3))
+        return same, longer
+
+    same, longer = run(provider_settings, "signalwire", work)
+    assert len(same) == 1 and longer == []
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
@@ -229,7 +279,8 @@ def test_fetch_reports_the_provider_status(
 ) -> None:
     """Fetch returns the provider's current status mapped to ours."""
     req = request(name)
-    final = 3 if name == "twilio" else 4  # queued, (initiated,) sent, delivered
+    # Twilio sends no callback for the initial queued: sent, delivered; SignalWire all four.
+    final = 2 if name == "twilio" else 4
 
     async def work(p: Provider) -> Any:
         sent = await p.send(req)
@@ -250,8 +301,10 @@ def test_simulator_signed_callbacks_pass_and_tampered_ones_fail(
     first = callback_listener.wait_for(1)[0]
     url = callback_listener.url + first.path
 
+    first_status = "sent" if name == "twilio" else "queued"  # Twilio skips the initial queued
+
     async def check(p: Provider) -> tuple[bool, bool, Any]:
-        tampered = first.body.replace(b"queued", b"delivered")
+        tampered = first.body.replace(first_status.encode(), b"delivered")
         update = p.parse_callback(first.body, first.headers["Content-Type"], _query(first.path))
         return (
             p.verify_signature(url, first.body, first.headers),
@@ -263,8 +316,8 @@ def test_simulator_signed_callbacks_pass_and_tampered_ones_fail(
     assert (valid, tampered_valid) == (True, False)
     assert (update.message_id, update.raw_status, update.status) == (
         req.message_id,
-        "queued",
-        "queued",
+        first_status,
+        first_status,
     )
 
 

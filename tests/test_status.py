@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from shared.config import Settings
 from shared.lifecycle import RANK
@@ -187,6 +188,38 @@ def test_callback_for_another_sid_is_history_only(
     result = apply(settings, update("failed", message_id=mid, sid="SM" + "d" * 32))
     assert result.recorded and not result.changed
     assert message(db, mid)["delivery_status"] == "queued"
+
+
+def test_stray_sid_is_a_detected_double_send_once_with_one_alert(
+    db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """A callback naming our id under a second sid: one event, one counted alert, nothing moves."""
+    mid = insert_message(db, status="queued", sid=SID)
+    stray = "SM" + "d" * 32
+    before = REGISTRY.get_sample_value("sms_duplicate_sends_detected_total", {"provider": "twilio"})
+    first = apply(settings, update("sent", message_id=mid, sid=stray))
+    apply(settings, update("delivered", message_id=mid, sid=stray))
+    after = REGISTRY.get_sample_value("sms_duplicate_sends_detected_total", {"provider": "twilio"})
+    assert first.duplicate and not first.changed
+    detected = events(db, mid, "duplicate_send_detected")
+    assert [(e["provider_sid"], e["detail"]["recorded_sid"]) for e in detected] == [(stray, SID)]
+    assert (after or 0) - (before or 0) == 1
+    alerts = db.execute(
+        "SELECT kind, payload->>'duplicate_sid' FROM sms_alerts WHERE message_id = %s", (mid,)
+    ).fetchall()
+    assert alerts == [("duplicate_send", stray)]
+    assert message(db, mid)["delivery_status"] == "queued"
+
+
+def test_recorded_sid_still_moves_after_a_stray_copy_reported_the_same_status(
+    db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """Duplicates are keyed by sid: the stray copy's `delivered` does not swallow the real one."""
+    mid = insert_message(db, status="queued", sid=SID)
+    apply(settings, update("delivered", message_id=mid, sid="SM" + "d" * 32))
+    result = apply(settings, update("delivered", message_id=mid, sid=SID))
+    assert result.recorded and result.current == "delivered"
+    assert message(db, mid)["delivery_status"] == "delivered"
 
 
 def test_message_body_never_reaches_the_event_history(

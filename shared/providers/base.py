@@ -72,6 +72,18 @@ class RemoteMessage:
 
 
 @dataclass(frozen=True)
+class CopyLookup:
+    """What reconciliation asks a provider: did a message like this reach you in this window?"""
+
+    from_number: str
+    to_number: str
+    body: str
+    segments: int | None
+    since: datetime  # a copy was created no earlier than this (clock skew already allowed for)
+    until: datetime  # ... and no later than this (the attempt's timeout plus the settle window)
+
+
+@dataclass(frozen=True)
 class StatusUpdate:
     """One parsed status callback."""
 
@@ -97,10 +109,11 @@ class Provider(Protocol):
         """The provider's current view of one message."""
         ...
 
-    async def find_recent(
-        self, from_number: str, to_number: str, body: str, since: datetime
-    ) -> RemoteMessage | None:
-        """A message from->to with this body created since `since`, if the provider has one."""
+    async def find_copies(self, lookup: CopyLookup) -> list[RemoteMessage]:
+        """Every message the provider created that may be the copy `lookup` describes, oldest
+        first: all pages are read (no fixed cap); the strongest evidence the provider's read API
+        offers decides a match. Raises ProviderError (ambiguous) when it cannot look at them all.
+        """
         ...
 
     def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:

@@ -21,6 +21,7 @@ from shared.config import Settings
 from shared.providers import signalwire_codes
 from shared.providers.base import (
     Category,
+    CopyLookup,
     ProviderError,
     RemoteMessage,
     SendRequest,
@@ -33,8 +34,11 @@ from shared.providers.twilio import parse_form_callback, parse_uuid
 
 T = TypeVar("T")
 CLOCK_SKEW = timedelta(seconds=2)
-# Log entries read per reconciliation lookup: the log is project-wide, with no from/to filter.
-RECONCILE_LIMIT = 1000
+# Log entries per page of a reconciliation lookup (the log is project-wide, newest first).
+PAGE_SIZE = 1000
+# Past this many log entries since the attempt, a lookup is inconclusive (looked up again later,
+# never a reason to resend): a guard against an endless read, not a window.
+SCAN_LIMIT = 200_000
 
 
 def status_callback_url(public_base_url: str) -> str:
@@ -157,35 +161,40 @@ class SignalWireProvider:
         entry = await self._call(lambda c: c.logs.messages.get(sid))
         return _remote(dict(entry))
 
-    async def find_recent(
-        self, from_number: str, to_number: str, body: str, since: datetime
-    ) -> RemoteMessage | None:
-        """The oldest log entry from->to created since `since`.
+    async def find_copies(self, lookup: CopyLookup) -> list[RemoteMessage]:
+        """Outbound log entries from->to created in the lookup's window, with our segment count.
 
-        SignalWire's log has no body and no from/to filter, so this matches on from, to and time
-        only: a second message to the same recipient in the same window would also match.
+        SignalWire's message log has no body and no from/to filter, so the whole project log of
+        the window is read (every page, newest first, until a whole page is older than the
+        window). Two of our messages to one recipient in one window both match; the dispatcher
+        never adopts a sid that another message of ours holds.
         """
-        earliest = since - CLOCK_SKEW
+        earliest = lookup.since - CLOCK_SKEW
+        latest = lookup.until + CLOCK_SKEW
         day = (earliest - timedelta(days=1)).date().isoformat()  # day filters; compare below
 
         def scan(c: RestClient) -> list[dict[str, Any]]:
             hits: list[dict[str, Any]] = []
-            for n, entry in enumerate(c.logs.messages.paginate(created_after=day, page_size=100)):
+            older = 0
+            pages = c.logs.messages.paginate(created_after=day, page_size=PAGE_SIZE)
+            for n, entry in enumerate(pages):
+                if n >= SCAN_LIMIT:
+                    raise ProviderError(
+                        Category.AMBIGUOUS, f"lookup inconclusive: over {SCAN_LIMIT} log entries"
+                    )
                 created = _parse_time(entry.get("created_at"))
-                if n >= RECONCILE_LIMIT or (created is not None and created < earliest):
-                    break  # newest first: everything further is older than the attempt
-                if (
-                    entry.get("from") == from_number
-                    and entry.get("to") == to_number
-                    and entry.get("body", body) == body
-                ):
+                if created is not None and created < earliest:
+                    older += 1
+                    if older >= PAGE_SIZE:
+                        break  # a whole page older than the attempt: the rest is older still
+                    continue
+                older = 0
+                if _is_copy(entry, lookup, created, latest):
                     hits.append(dict(entry))
             return hits
 
         hits = await self._call(scan)
-        if not hits:
-            return None
-        return _remote(min(hits, key=lambda e: e.get("created_at") or ""))
+        return [_remote(e) for e in sorted(hits, key=lambda e: str(e.get("created_at") or ""))]
 
     def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
         signature = header(headers, "X-SignalWire-Signature") or header(
@@ -225,6 +234,20 @@ class SignalWireProvider:
 
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _is_copy(
+    entry: Mapping[str, Any], lookup: CopyLookup, created: datetime | None, latest: datetime
+) -> bool:
+    """Whether a log entry may be the message `lookup` describes (no body to compare)."""
+    if entry.get("from") != lookup.from_number or entry.get("to") != lookup.to_number:
+        return False
+    if created is not None and created > latest:
+        return False
+    if not str(entry.get("direction") or "outbound").startswith("outbound"):
+        return False
+    segments = entry.get("number_of_segments")
+    return lookup.segments is None or segments is None or int(segments) == lookup.segments
 
 
 def _parse_time(value: Any) -> datetime | None:

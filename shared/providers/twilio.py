@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from uuid import UUID
@@ -21,6 +22,7 @@ from shared.config import Settings
 from shared.providers import twilio_codes
 from shared.providers.base import (
     Category,
+    CopyLookup,
     ProviderError,
     RemoteMessage,
     SendRequest,
@@ -30,11 +32,17 @@ from shared.providers.base import (
     parse_retry_after,
 )
 
-# Reconciliation looks this far before the attempt started, for clock skew between us and Twilio
+# Reconciliation looks this far around the attempt's window, for clock skew between us and Twilio
 # (its dates have one-second resolution).
 CLOCK_SKEW = timedelta(seconds=2)
-# Messages of one sender->recipient pair read back per reconciliation lookup (newest first).
-RECONCILE_LIMIT = 50
+# Messages of one sender->recipient pair per page of a reconciliation lookup (newest first).
+PAGE_SIZE = 100
+# Past this many messages of the pair since the attempt, a lookup is inconclusive (looked up again
+# later, never a reason to resend): a guard against an endless read, not a window.
+SCAN_LIMIT = 20_000
+
+_SDK_LOG = logging.getLogger("twilio.async_http_client")
+_SDK_LOG.setLevel(logging.WARNING)
 
 # The headers of the last response this task received: TwilioRestException drops them, and a 429's
 # Retry-After lives there. A ContextVar keeps concurrent sends on one client apart.
@@ -104,7 +112,8 @@ class TwilioProvider:
         self._public_base_url = settings.public_base_url
         self._validator = RequestValidator(settings.twilio_auth_token)
         # Never pass max_retries: aiohttp-retry would re-POST a create on 5xx and duplicate it.
-        self._http = _HeaderKeepingClient()
+        # The SDK logs every request's query (recipient numbers) at INFO: its logger stays quiet.
+        self._http = _HeaderKeepingClient(logger=_SDK_LOG)
         client = Client(
             settings.twilio_account_sid,
             settings.twilio_auth_token,
@@ -143,25 +152,44 @@ class TwilioProvider:
     async def fetch(self, sid: str) -> RemoteMessage:
         return _remote(await self._call(lambda: self._messages(sid).fetch_async()))
 
-    async def find_recent(
-        self, from_number: str, to_number: str, body: str, since: datetime
-    ) -> RemoteMessage | None:
-        # No DateSent filter: date_sent stays null while a message is queued, which is exactly
-        # the state an ambiguous attempt's message is likely in. To/From narrow it enough.
-        found = await self._call(
-            lambda: self._messages.list_async(
-                to=to_number, from_=from_number, limit=RECONCILE_LIMIT, page_size=RECONCILE_LIMIT
+    async def find_copies(self, lookup: CopyLookup) -> list[RemoteMessage]:
+        """Messages of the pair with this exact body created in the lookup's window.
+
+        Every page of the pair is read, newest first, until a whole page is older than the window
+        (no DateSent filter: date_sent stays null while a message is queued, which is exactly the
+        state an ambiguous attempt's message is likely in).
+        """
+        earliest = lookup.since - CLOCK_SKEW
+        latest = lookup.until + CLOCK_SKEW
+
+        async def scan() -> list[Any]:
+            stream = await self._messages.stream_async(
+                to=lookup.to_number, from_=lookup.from_number, page_size=PAGE_SIZE
             )
+            hits: list[Any] = []
+            seen = older = 0
+            async for m in stream:
+                seen += 1
+                if seen > SCAN_LIMIT:
+                    raise ProviderError(
+                        Category.AMBIGUOUS, f"lookup inconclusive: over {SCAN_LIMIT} messages"
+                    )
+                created = m.date_created
+                if created is not None and created < earliest:
+                    older += 1
+                    if older >= PAGE_SIZE:
+                        break  # a whole page older than the attempt: the rest is older still
+                    continue
+                older = 0
+                if m.body == lookup.body and (created is None or created <= latest):
+                    hits.append(m)
+            return hits
+
+        found = await self._call(scan)
+        oldest_first = sorted(
+            found, key=lambda m: m.date_created or datetime.max.replace(tzinfo=UTC)
         )
-        earliest = since - CLOCK_SKEW
-        matches = [
-            m
-            for m in found
-            if m.body == body and m.date_created is not None and m.date_created >= earliest
-        ]
-        if not matches:
-            return None
-        return _remote(min(matches, key=lambda m: m.date_created))
+        return [_remote(m) for m in oldest_first]
 
     def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
         signature = header(headers, "X-Twilio-Signature")

@@ -43,12 +43,13 @@ claimed AS (
     FROM due, clock
     WHERE o.id = due.id
     RETURNING o.id, o.kind, o.message_id, o.alert_id, o.provider, o.attempts,
-              o.attempt_started_at, o.lease_expires_at, due.rescued, clock.now AS claimed_at,
-              o.last_error_code, o.last_error_category, o.last_error
+              o.attempt_started_at, o.reconcile_misses, o.lease_expires_at, due.rescued,
+              clock.now AS claimed_at, o.last_error_code, o.last_error_category, o.last_error
 )
 SELECT c.id, c.kind, c.message_id, c.alert_id, c.provider, c.attempts, c.attempt_started_at,
-       c.lease_expires_at, c.rescued, c.claimed_at, c.last_error_code, c.last_error_category,
-       c.last_error, m.from_number, m.to_number, m.body, m.delivery_status, m.conversation_id, m.request_id
+       c.reconcile_misses, c.lease_expires_at, c.rescued, c.claimed_at, c.last_error_code,
+       c.last_error_category, c.last_error, m.from_number, m.to_number, m.body, m.segments,
+       m.delivery_status, m.conversation_id, m.request_id, m.provider_sid
 FROM claimed c
 LEFT JOIN sms_messages m ON m.id = c.message_id
 ORDER BY c.id;
@@ -65,7 +66,7 @@ input AS (
 ),
 started AS (
     UPDATE sms_outbox o
-    SET attempt_started_at = clock.now, updated_at = clock.now
+    SET attempt_started_at = clock.now, reconcile_misses = 0, updated_at = clock.now
     FROM input i, clock
     WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
       AND o.state = 'leased' AND o.lease_expires_at > clock.now
@@ -99,10 +100,16 @@ input AS (
          AS t(id, attempt, sid, raw_status, reconciled)
 ),
 done AS (
+    -- A sid that another message of ours already holds is never recorded twice (UNIQUE
+    -- (provider, provider_sid) would fail the whole batch): that row stays leased, and whoever
+    -- rescues it reconciles again.
     DELETE FROM sms_outbox o
     USING input i
     WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
       AND o.state = 'leased'
+      AND NOT EXISTS (SELECT 1 FROM sms_messages other
+                      WHERE other.provider = o.provider AND other.provider_sid = i.sid
+                        AND other.id <> o.message_id)
     RETURNING o.id, o.message_id, o.provider, i.attempt, i.sid, i.raw_status, i.reconciled
 ),
 moved AS (
@@ -235,10 +242,50 @@ FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(started)s::boolean[])
 WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
--- name: outbox_sid_owner
--- Reconciliation may only adopt a provider sid that no other message of ours already holds
--- (two identical texts to one recipient): the unique (provider, provider_sid) index answers.
-SELECT id FROM sms_messages WHERE provider = %(provider)s AND provider_sid = %(sid)s;
+-- name: outbox_sids_taken
+-- Reconciliation may only adopt a provider sid that is not another message's: one that another
+-- message of ours holds (UNIQUE (provider, provider_sid) answers), or a stray copy already known to
+-- carry another message's id (sms_message_events_duplicate_once answers). Two identical texts to
+-- one recipient, or two SignalWire messages to one recipient in one window, stay apart.
+SELECT s.sid
+FROM unnest(%(sids)s::text[]) AS s(sid)
+WHERE EXISTS (SELECT 1 FROM sms_messages m
+              WHERE m.provider = %(provider)s AND m.provider_sid = s.sid
+                AND m.id <> %(message_id)s)
+   OR EXISTS (SELECT 1 FROM sms_message_events e
+              WHERE e.event_type = 'duplicate_send_detected' AND e.provider = %(provider)s
+                AND e.provider_sid = s.sid AND e.message_id <> %(message_id)s);
+
+-- name: outbox_await_copy
+-- An unresolved attempt that is not looked up yet (inside its settle window) or whose lookup found
+-- nothing while more lookups are due: back to ready at clock + delay with its attempt given back
+-- (no provider call was made), attempt_started_at kept so the next claimer looks again, and the
+-- miss counted (%(missed)s). A miss is a 'reconcile_miss' event in the message's history.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+moved AS (
+    UPDATE sms_outbox o
+    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
+        next_attempt_at = clock.now + make_interval(secs => %(delay_seconds)s::float8),
+        attempts = greatest(o.attempts - 1, 0),
+        reconcile_misses = o.reconcile_misses + CASE WHEN %(missed)s::boolean THEN 1 ELSE 0 END,
+        updated_at = clock.now
+    FROM clock
+    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
+      AND o.state = 'leased' AND o.attempt_started_at IS NOT NULL
+    RETURNING o.id, o.message_id, o.provider, o.attempts, o.reconcile_misses, o.next_attempt_at
+),
+events AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, attempt, provider, detail, occurred_at)
+    SELECT r.message_id, 'reconcile_miss', r.attempts, r.provider,
+           jsonb_build_object('lookup', r.reconcile_misses, 'next_lookup_at', r.next_attempt_at),
+           clock.now
+    FROM moved r, clock
+    WHERE %(missed)s::boolean
+)
+SELECT r.id, r.next_attempt_at FROM moved r;
 
 -- name: provider_pauses_open
 -- A config error pauses the provider. Only the first failure of an episode inserts the row (and so
