@@ -30,6 +30,13 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from e
 
 
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(environ, name, default)
+    if not value > 0:
+        raise ConfigError(f"{name} must be a number of seconds above 0, got {value!r}")
+    return value
+
+
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raw = environ.get(name, "").strip().lower()
     if not raw:
@@ -46,6 +53,9 @@ class Settings:
     """Everything configurable, with the defaults a local run needs. Secrets stay out of repr."""
 
     database_url: str = field(default="", repr=False)
+    # Longest wait for the database (connecting, or for a pooled connection): past it the API
+    # answers 503 database_unavailable and the dispatcher backs off.
+    database_timeout_seconds: float = 5.0
     # API
     public_base_url: str = "http://127.0.0.1:8000"
     default_region: str = "US"
@@ -66,6 +76,10 @@ class Settings:
     signalwire_phone_number: str = ""
     signalwire_signing_key: str = field(default="", repr=False)
     provider_timeout_seconds: float = 10.0
+    # An ambiguous attempt is looked up only this long after its call could last have ended, and
+    # looked up `reconcile_lookups` times (this far apart) before any resend.
+    reconcile_settle_seconds: float = 15.0
+    reconcile_lookups: int = 2
     # Dispatcher
     retry_policy: str = "fixed"
     retry_delay_seconds: float = 25.0
@@ -84,6 +98,8 @@ class Settings:
     status_sweep_after_seconds: float = 900.0
     # Some carriers never report a final status: stop asking the provider after this age.
     status_sweep_max_age_seconds: float = 3 * 86400.0
+    # Status lookups per second, per provider, per dispatcher (dispatcher/sweeper.py's read budget).
+    status_sweep_reads_per_second: float = 50.0
     alert_webhook_url: str = ""
     alert_webhook_secret: str = field(default="", repr=False)
     metrics_port: int = 0
@@ -102,6 +118,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(f"RETRY_POLICY must be fixed or exponential, got {policy!r}")
     return Settings(
         database_url=environ.get("DATABASE_URL", ""),
+        database_timeout_seconds=_positive(environ, "DATABASE_TIMEOUT_SECONDS", 5.0),
         public_base_url=environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
         default_region=environ.get("DEFAULT_REGION", "US").strip().upper() or "US",
         allowed_countries=allowed,
@@ -120,6 +137,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         signalwire_phone_number=environ.get("SIGNALWIRE_PHONE_NUMBER", ""),
         signalwire_signing_key=environ.get("SIGNALWIRE_SIGNING_KEY", ""),
         provider_timeout_seconds=_float(environ, "PROVIDER_TIMEOUT_SECONDS", 10.0),
+        reconcile_settle_seconds=_float(environ, "RECONCILE_SETTLE_SECONDS", 15.0),
+        reconcile_lookups=max(_int(environ, "RECONCILE_LOOKUPS", 2), 1),
         retry_policy=policy,
         retry_delay_seconds=_float(environ, "RETRY_DELAY_SECONDS", 25.0),
         retry_max_retries=_int(environ, "RETRY_MAX_RETRIES", 3),
@@ -136,6 +155,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         provider_pause_cap_seconds=_float(environ, "PROVIDER_PAUSE_CAP_SECONDS", 1800.0),
         status_sweep_after_seconds=_float(environ, "STATUS_SWEEP_AFTER_SECONDS", 900.0),
         status_sweep_max_age_seconds=_float(environ, "STATUS_SWEEP_MAX_AGE_SECONDS", 3 * 86400.0),
+        status_sweep_reads_per_second=_float(environ, "STATUS_SWEEP_READS_PER_SECOND", 50.0),
         alert_webhook_url=environ.get("ALERT_WEBHOOK_URL", ""),
         alert_webhook_secret=environ.get("ALERT_WEBHOOK_SECRET", ""),
         metrics_port=_int(environ, "METRICS_PORT", 0),

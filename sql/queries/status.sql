@@ -18,15 +18,30 @@ FOR UPDATE;
 
 -- name: status_record_callback
 -- Every callback is kept raw. The partial unique index sms_message_events_callback_once
--- (message_id, to_status, coalesce(error_code, '')) WHERE event_type = 'callback' makes an exact
--- duplicate a no-op; RETURNING tells the caller whether this one was new. Callbacks for unknown
--- messages (message_id NULL) are outside that index and always kept.
+-- (message_id, coalesce(provider_sid, ''), to_status, coalesce(error_code, '')) WHERE event_type =
+-- 'callback' makes an exact duplicate a no-op; RETURNING tells the caller whether this one was new.
+-- The sid is part of the key: a stray copy's `delivered` never hides the recorded sid's own.
+-- Callbacks for unknown messages (message_id NULL) are outside that index and always kept.
 INSERT INTO sms_message_events
     (message_id, event_type, to_status, provider, provider_sid, error_code, detail)
 VALUES
     (%(message_id)s, 'callback', %(raw_status)s, %(provider)s, %(sid)s, %(error_code)s, %(detail)s)
-ON CONFLICT (message_id, to_status, coalesce(error_code, ''))
+ON CONFLICT (message_id, coalesce(provider_sid, ''), to_status, coalesce(error_code, ''))
     WHERE event_type = 'callback' AND message_id IS NOT NULL
+    DO NOTHING
+RETURNING id;
+
+-- name: status_record_duplicate_send
+-- A provider message that carries our message id but is not the one we recorded: a double send,
+-- detected. Once per (message, stray sid) (unique index sms_message_events_duplicate_once);
+-- RETURNING says whether this is the first sight of that stray copy.
+INSERT INTO sms_message_events
+    (message_id, event_type, provider, provider_sid, detail)
+VALUES
+    (%(message_id)s, 'duplicate_send_detected', %(provider)s, %(sid)s,
+     jsonb_build_object('recorded_sid', %(recorded_sid)s::text, 'raw_status', %(raw_status)s::text))
+ON CONFLICT (provider, provider_sid, message_id)
+    WHERE event_type = 'duplicate_send_detected'
     DO NOTHING
 RETURNING id;
 
@@ -98,28 +113,58 @@ SELECT moved.id, moved.conversation_id FROM moved;
 
 -- name: status_sweep_claim
 -- Accepted messages whose callbacks never came: still queued/sending/sent long after submission,
--- and not checked within the same interval. Served by the partial index sms_messages_open_idx.
--- FOR UPDATE SKIP LOCKED plus the status_checked_at bump, committed at once, make two sweepers
--- take different messages: a row another sweeper just bumped fails the re-checked WHERE. Messages
--- older than the max age are left alone (some carriers never report a final status). `clock` is
--- the database clock unless the caller injects one (tests).
+-- and either never checked, not checked within the same interval, or due again after a lookup
+-- that failed for a passing reason (status_recheck_at). `budget` says how many each provider's
+-- read budget allows this time (dispatcher/sweeper.py); the LATERAL takes that many per provider,
+-- oldest first, so a backlog at one provider never spends another's reads. Each walks the partial
+-- index sms_messages_open_idx in submitted_at order and stops at its limit. FOR UPDATE SKIP
+-- LOCKED plus the status_checked_at bump, committed at once, make two sweepers take different
+-- messages: a row another sweeper just bumped fails the re-checked WHERE. Messages older than
+-- the max age are left alone (some carriers never report a final status). `clock` is the
+-- database clock unless the caller injects one (tests).
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
+budget AS (
+    SELECT b.provider, b.reads
+    FROM unnest(%(providers)s::text[], %(reads)s::int[]) AS b(provider, reads)
+    WHERE b.reads > 0
+),
 due AS (
-    SELECT m.id
-    FROM sms_messages m, clock
-    WHERE m.delivery_status IN ('queued', 'sending', 'sent')
-      AND m.submitted_at < clock.now - make_interval(secs => %(after)s)
-      AND m.submitted_at > clock.now - make_interval(secs => %(max_age)s)
-      AND (m.status_checked_at IS NULL
-           OR m.status_checked_at < clock.now - make_interval(secs => %(after)s))
-    ORDER BY m.submitted_at
-    LIMIT %(limit)s
-    FOR UPDATE OF m SKIP LOCKED
+    SELECT d.id
+    FROM budget, clock, LATERAL (
+        SELECT m.id
+        FROM sms_messages m
+        WHERE m.provider = budget.provider
+          AND m.delivery_status IN ('queued', 'sending', 'sent')
+          AND m.submitted_at < clock.now - make_interval(secs => %(after)s)
+          AND m.submitted_at > clock.now - make_interval(secs => %(max_age)s)
+          AND (m.status_checked_at IS NULL
+               OR m.status_checked_at < clock.now - make_interval(secs => %(after)s)
+               OR m.status_recheck_at <= clock.now)
+        ORDER BY m.submitted_at
+        LIMIT budget.reads
+        FOR UPDATE OF m SKIP LOCKED
+    ) d
 )
 UPDATE sms_messages m
-SET status_checked_at = clock.now
+SET status_checked_at = clock.now, status_recheck_at = NULL
 FROM due, clock
 WHERE m.id = due.id
-RETURNING m.id, m.provider, m.provider_sid, m.delivery_status;
+RETURNING m.id, m.provider, m.provider_sid, m.delivery_status, m.status_checked_at,
+          m.status_check_failures;
+
+-- name: status_sweep_settle
+-- After the lookups of one claim, in one statement: a lookup that failed for a passing reason is
+-- due again `recheck_in` seconds after its claim (status_recheck_at) with its failure count;
+-- one the provider answered puts the count back to 0. Rows whose bookkeeping does not change are
+-- not sent. Guarded by status_checked_at = the claim's time, so a row claimed since by another
+-- sweeper keeps that sweeper's bookkeeping. updated_at stays: nothing about the message changed.
+UPDATE sms_messages m
+SET status_recheck_at = m.status_checked_at + make_interval(secs => s.recheck_in),
+    status_check_failures = s.failures
+FROM unnest(%(ids)s::uuid[], %(recheck_in)s::float8[], %(failures)s::int[])
+    AS s(id, recheck_in, failures)
+WHERE m.id = s.id
+  AND m.status_checked_at = %(checked_at)s
+RETURNING m.id;
