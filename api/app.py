@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from psycopg_pool import AsyncConnectionPool
@@ -27,7 +28,7 @@ from api.send import send_sms
 from api.webhooks import routes as webhook_routes
 from shared import senders
 from shared.config import Settings, load_settings
-from shared.db import open_pool
+from shared.db import Outage, open_pool, reconnect_delay, unavailable
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.providers.registry import close_providers
@@ -37,27 +38,38 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME: Final = "sms-outbox-api"
 # Start-up tries the database this long before serving anyway (readyz says 503 meanwhile).
 STARTUP_DB_TIMEOUT_SECONDS: Final = 2.0
-REGISTER_RETRY_SECONDS: Final = (1.0, 30.0)
 
 
-async def _register_senders(pool: AsyncConnectionPool, settings: Settings, wait: float) -> bool:
+async def _register_senders(
+    pool: AsyncConnectionPool, settings: Settings, outage: Outage, wait: float | None = None
+) -> bool:
     try:
         async with pool.connection(timeout=wait) as conn:
             await senders.register(conn, settings)
     except Exception as e:
-        log.warning(
-            "sender registration failed; retrying",
-            extra={"action": "sender_registration_failed", "error_category": type(e).__name__},
-        )
+        down = unavailable(e)
+        if down is not None:
+            await outage.failed(down)  # one line per outage, naming DATABASE_URL
+        else:
+            log.warning(
+                "sender registration failed; retrying",
+                extra={"action": "sender_registration_failed", "error_category": type(e).__name__},
+            )
         return False
+    outage.recovered()
     return True
 
 
-async def _register_until_done(pool: AsyncConnectionPool, settings: Settings) -> None:
-    delay, cap = REGISTER_RETRY_SECONDS
-    while not await _register_senders(pool, settings, wait=cap):
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, cap)
+async def _register_until_done(
+    pool: AsyncConnectionPool,
+    settings: Settings,
+    outage: Outage,
+    rand: Callable[[], float] = random.random,
+) -> None:
+    failures = 1
+    while not await _register_senders(pool, settings, outage):
+        await asyncio.sleep(reconnect_delay(failures, rand()))
+        failures += 1
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -73,15 +85,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if not current.database_url:
             raise ConfigError("DATABASE_URL is not set")
         senders.configured(current)  # a malformed sender number stops the start, DB up or not
-        pool = await open_pool(current.database_url, application_name=APPLICATION_NAME, wait=False)
+        timeout = current.database_timeout_seconds
+        pool = await open_pool(
+            current.database_url,
+            application_name=APPLICATION_NAME,
+            wait=False,
+            timeout_seconds=timeout,
+        )
+        outage = Outage(log, pool=pool, timeout=timeout)
         wakeup = Wakeup(pool)
         app.state.settings = current
         app.state.pool = pool
         app.state.wakeup = wakeup
         wakeup.start()
         retrying: asyncio.Task[None] | None = None
-        if not await _register_senders(pool, current, STARTUP_DB_TIMEOUT_SECONDS):
-            retrying = asyncio.create_task(_register_until_done(pool, current))
+        if not await _register_senders(
+            pool, current, outage, min(STARTUP_DB_TIMEOUT_SECONDS, timeout)
+        ):
+            retrying = asyncio.create_task(_register_until_done(pool, current, outage))
         log.info("api started", extra={"action": "api_started"})
         try:
             yield

@@ -24,4 +24,6 @@ async def autocommit(pool: AsyncConnectionPool[Any]) -> AsyncIterator[AsyncConne
         try:
             yield conn
         finally:
-            await conn.set_autocommit(False)
+            # A lost connection is thrown away by the pool; resetting it would only raise again.
+            if not conn.broken:
+                await conn.set_autocommit(False)

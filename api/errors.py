@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from shared.db import DatabaseUnavailable
 from shared.messages import Problem
 
 _HTTP_CODES = {
@@ -22,6 +24,8 @@ _HTTP_CODES = {
     500: "internal",
     503: "unavailable",
 }
+# What a 503 database_unavailable asks the caller to wait before trying again.
+DATABASE_RETRY_AFTER_SECONDS: Final = 5
 
 
 class ApiError(Exception):
@@ -50,6 +54,20 @@ def error_response(
     status: int, items: list[dict[str, str]], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"errors": items}, status_code=status, headers=headers)
+
+
+def database_unavailable(down: DatabaseUnavailable) -> JSONResponse:
+    """The one answer while the database cannot be reached: 503 with Retry-After."""
+    return error_response(
+        503,
+        [
+            {
+                "code": "database_unavailable",
+                "message": f"database unreachable ({down.reason}); try again later",
+            }
+        ],
+        {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,9 @@
-"""Per-request context: the X-Request-ID, one access log line, and the last-resort 500."""
+"""Per-request context: the X-Request-ID, one access log line, and the error boundary.
+
+An exception no handler answered ends here, once: a database that cannot be reached (whatever
+psycopg or psycopg_pool raised, translated by shared.db.unavailable) is the 503
+`database_unavailable` with Retry-After; anything else is the last-resort 500.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import psycopg
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
+from api.errors import database_unavailable, error_response
+from shared.db import DatabaseUnavailable, unavailable
 from shared.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -53,14 +59,15 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as e:
-            _log_unexpected(e)
+            down = unavailable(e)
+            if down is None:
+                _log_unexpected(e)
+                response = error_response(500, [{"code": "internal", "message": "internal error"}])
+            else:
+                _log_unavailable(down)
+                response = database_unavailable(down)
             if not response_started:
-                response = error_response(
-                    500,
-                    [{"code": "internal", "message": "internal error"}],
-                    {"X-Request-ID": request_id},
-                )
-                await response(scope, receive, send)
+                await response(scope, receive, send_with_id)
         finally:
             log.info(
                 "request finished",
@@ -73,6 +80,18 @@ class RequestContext:
                 },
             )
             request_id_var.reset(token)
+
+
+def _log_unavailable(down: DatabaseUnavailable) -> None:
+    log.warning(
+        "request failed: database unreachable (%s)",
+        down.reason,
+        extra={
+            "action": "request_failed",
+            "error_code": "database_unavailable",
+            "error_category": down.category,
+        },
+    )
 
 
 def _log_unexpected(e: Exception) -> None:

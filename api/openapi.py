@@ -48,6 +48,14 @@ _MESSAGE_ID: Final = {
     "schema": {"type": "string", "format": "uuid"},
 }
 _NO_BODY: Final = {"description": "No body.", "headers": {"X-Request-ID": _REQUEST_ID}}
+# Every route that reads or writes the database answers this while it cannot be reached.
+_UNAVAILABLE: Final = {
+    **_error_response("Database unreachable (code database_unavailable); try again later."),
+    "headers": {
+        "X-Request-ID": _REQUEST_ID,
+        "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}},
+    },
+}
 
 _MESSAGE_PROPERTIES: Final[dict[str, Any]] = {
     "id": {"type": "string", "format": "uuid"},
@@ -224,7 +232,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
     "Status": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+        "properties": {"status": {"type": "string"}},
     },
 }
 
@@ -262,7 +270,7 @@ def _callback(summary: str, media: list[str]) -> dict[str, Any]:
                 "400": {**_NO_BODY, "description": "Signed but unreadable."},
                 "403": {**_NO_BODY, "description": "Bad or missing signature."},
                 "413": {**_NO_BODY, "description": "Too large for a status callback."},
-                "503": {**_NO_BODY, "description": "Database unavailable; try again."},
+                "503": _UNAVAILABLE,
             },
         }
     }
@@ -278,6 +286,7 @@ def _operation(summary: str, response: dict[str, Any]) -> dict[str, Any]:
                 "401": _UNAUTHORIZED,
                 "404": _NOT_FOUND,
                 "409": _error_response("Not allowed in the message's state; `code` says why."),
+                "503": _UNAVAILABLE,
             },
         }
     }
@@ -325,6 +334,7 @@ DOCUMENT: Final[dict[str, Any]] = {
                     "409": _error_response("Idempotency-Key already used for another request."),
                     "413": _error_response("Request body too large."),
                     "415": _error_response("Content-Type is not JSON."),
+                    "503": _UNAVAILABLE,
                 },
             }
         },
@@ -349,6 +359,7 @@ DOCUMENT: Final[dict[str, Any]] = {
                     "401": _UNAUTHORIZED,
                     "413": _error_response("Request body too large (MAX_BATCH_REQUEST_BYTES)."),
                     "415": _error_response("Content-Type is not JSON."),
+                    "503": _UNAVAILABLE,
                 },
             }
         },
@@ -375,6 +386,7 @@ DOCUMENT: Final[dict[str, Any]] = {
                     "200": _json("One page.", "MessagePage"),
                     "400": _error_response("Bad filter, limit or cursor (all listed at once)."),
                     "401": _UNAUTHORIZED,
+                    "503": _UNAVAILABLE,
                 },
             }
         },
@@ -386,6 +398,7 @@ DOCUMENT: Final[dict[str, Any]] = {
                     "200": _json("The message.", "Message"),
                     "401": _UNAUTHORIZED,
                     "404": _NOT_FOUND,
+                    "503": _UNAVAILABLE,
                 },
             }
         },
@@ -411,7 +424,7 @@ DOCUMENT: Final[dict[str, Any]] = {
                 "security": [],
                 "responses": {
                     "200": _json("Ready.", "Status"),
-                    "503": _json("Database unreachable.", "Status"),
+                    "503": _UNAVAILABLE,
                 },
             }
         },

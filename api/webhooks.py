@@ -10,7 +10,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
-import psycopg
 from psycopg import AsyncConnection
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -105,16 +104,10 @@ async def _callback(request: Request, provider_name: str, path: str) -> Response
         )
         return Response(status_code=400)
 
-    try:
-        async with request.app.state.pool.connection() as conn:
-            result = await apply_update(conn, update, settings=settings)
-            lag = await _callback_lag(conn, result.message_id) if result.recorded else None
-    except psycopg.OperationalError:
-        log.exception(
-            "status callback not applied: database unavailable",
-            extra={"action": "callback_db_error", "provider": provider_name},
-        )
-        return Response(status_code=503)  # the provider may try again
+    # A database that cannot be reached is api.middleware's 503 (the provider may try again).
+    async with request.app.state.pool.connection() as conn:
+        result = await apply_update(conn, update, settings=settings)
+        lag = await _callback_lag(conn, result.message_id) if result.recorded else None
     if result.recorded:
         metrics.CALLBACKS.labels(provider_name, update.status or "unrecognized").inc()
     if lag is not None:

@@ -6,7 +6,6 @@ Exits 0 after SIGTERM/SIGINT once in-flight work is finished or released (DISPAT
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
 from shared import metrics
 from shared.config import load_settings
-from shared.db import conninfo_with_app, open_pool
+from shared.db import Outage, conninfo_with_app, open_pool
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.providers.registry import open_providers
@@ -43,11 +42,16 @@ async def serve(environ: Mapping[str, str]) -> int:
         raise ConfigError("DATABASE_URL is not set")
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port)
+    timeout = settings.database_timeout_seconds
+    # wait=False: with the database down the dispatcher starts anyway; the Runner reports the
+    # outage once (naming DATABASE_URL) and claims again with backoff until it is back.
     pool = await open_pool(
         settings.database_url,
         application_name="sms-dispatcher",
         min_size=2,
         max_size=max(4, min(20, settings.dispatch_concurrency // 4 + 2)),
+        wait=False,
+        timeout_seconds=timeout,
     )
     providers = await open_providers(settings)
     http = httpx.AsyncClient()
@@ -55,12 +59,13 @@ async def serve(environ: Mapping[str, str]) -> int:
         settings=settings, pool=pool, providers=providers, owner=owner_id(), http=http
     )
     # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, the callbacks work) runs inside this
-    # process; Runner calls it every `sweep_every` seconds and logs (never raises) its failures.
-    sweep: Sweep = functools.partial(sweeper.sweep_once, pool, providers, settings)
+    # process; Runner runs its passes at the pace each asks for and logs (never raises) failures.
+    sweep: Sweep = sweeper.Sweeper(pool, providers, settings)
     runner = Runner(
         dispatcher,
-        Wakeup(conninfo_with_app(settings.database_url, "sms-dispatcher-listen")),
+        Wakeup(conninfo_with_app(settings.database_url, "sms-dispatcher-listen", timeout=timeout)),
         sweep=sweep,
+        outage=Outage(log, pool=pool, timeout=timeout),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

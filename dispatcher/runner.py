@@ -5,6 +5,10 @@ started are handed back at once with their attempt returned; sends in flight get
 DISPATCH_GRACE_SECONDS to finish; whatever is still in flight then is cancelled and handed back
 with attempt_started_at kept, so the next claimer reconciles it before any resend (the call may
 have reached the provider). Nothing stays leased to a stopped dispatcher.
+
+Database unreachable (at start or later): every claim that fails for it is counted by `Outage`,
+which logs one line per outage naming DATABASE_URL (never its value) and one when it is back; the
+next claim waits `reconnect_delay` (0.5 s doubling to 30 s, jittered), or less if woken.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from dispatcher.outbox import Work
 from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
+from shared.db import Outage, reconnect_delay, unavailable
 
 log = logging.getLogger(__name__)
-Sweep = Callable[[], Awaitable[object]]
+# The status sweep's one pass; it answers how many seconds until it wants the next one.
+Sweep = Callable[[], Awaitable[float]]
 # With only a few slots free, wait at most this long for more to free up before claiming: claims
 # stay batched without leaving a free slot idle for long (a slot idle 50 ms at 200 ms provider
 # latency is a quarter of its throughput lost).
@@ -36,11 +43,17 @@ class Runner:
         *,
         sweep: Sweep | None = None,
         sweep_every: float = 60.0,
+        outage: Outage | None = None,
+        backoff: Callable[[int, float], float] = reconnect_delay,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.dispatcher = dispatcher
         self.wakeup = wakeup
         self.sweep = sweep
         self.sweep_every = sweep_every
+        self.outage = outage or Outage(log)
+        self.backoff = backoff  # (failures in a row, rand) -> seconds; tests pass a fast one
+        self.rand = rand
         self.batches: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
@@ -75,13 +88,10 @@ class Runner:
                 limit = d.claim_limit()
                 try:
                     works = await d.claim()
-                except Exception:
-                    log.exception(
-                        "claim failed; retrying after the poll interval",
-                        extra={"action": "claim_failed"},
-                    )
-                    await self.wakeup.wait(settings.dispatch_poll_seconds)
+                except Exception as e:
+                    await self.wakeup.wait(await self._claim_failed(e))
                     continue
+                self.outage.recovered()
                 if works:
                     task = asyncio.create_task(self._batch(works))
                     self.batches.add(task)
@@ -94,6 +104,17 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
         log.info("dispatcher stopped", extra={"action": "stopped", "owner": d.owner})
+
+    async def _claim_failed(self, e: Exception) -> float:
+        """Report a failed claim (a database outage once) and how long to wait before the next."""
+        down = unavailable(e)
+        if down is None:
+            log.exception(
+                "claim failed; retrying after the poll interval", extra={"action": "claim_failed"}
+            )
+            return self.dispatcher.settings.dispatch_poll_seconds
+        failures = await self.outage.failed(down)
+        return self.backoff(failures, self.rand())
 
     async def _capacity(self, seconds: float) -> None:
         """Wait up to `seconds` for a held row to settle (a slot to free up)."""
@@ -114,17 +135,21 @@ class Runner:
                 return
             await self._capacity(remaining)
 
-    # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, callbacks work) runs here every
-    # `sweep_every` seconds when __main__ passes `sweep`; a failing sweep is logged, never fatal.
+    # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py) runs here when __main__ passes
+    # `sweep`, again after the delay each pass asks for (soon while a backlog is left); a failing
+    # sweep is logged, never fatal, and tried again after `sweep_every` seconds.
     async def _sweep_loop(self) -> None:
         assert self.sweep is not None
         while not self.dispatcher.stopping.is_set():
+            wait = self.sweep_every
             try:
-                await self.sweep()
-            except Exception:
-                log.exception("status sweep failed", extra={"action": "sweep_failed"})
+                wait = await self.sweep()
+            except Exception as e:
+                # While the database is unreachable the claim loop reports it, once.
+                if unavailable(e) is None:
+                    log.exception("status sweep failed", extra={"action": "sweep_failed"})
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.sweep_every):
+                async with asyncio.timeout(wait):
                     await self.dispatcher.stopping.wait()
 
     async def _batch(self, works: Sequence[Work]) -> None:
@@ -132,10 +157,15 @@ class Runner:
             await self.dispatcher.process(works)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
             # Rows of this batch stay leased in the database; their leases expire and any
             # dispatcher (this one included) rescues and reconciles them.
-            log.exception("batch failed", extra={"action": "batch_failed", "count": len(works)})
+            extra = {"action": "batch_failed", "count": len(works)}
+            down = unavailable(e)
+            if down is None:
+                log.exception("batch failed", extra=extra)
+            else:
+                log.warning("batch failed: database unreachable (%s)", down.reason, extra=extra)
             self.dispatcher.forget([w for w in works if w.id in self.dispatcher.held])
 
     async def _shutdown(self) -> None:
@@ -150,5 +180,13 @@ class Runner:
             await asyncio.gather(*pending, return_exceptions=True)
         try:
             await d.release_held()
-        except Exception:
-            log.exception("release failed; leases will expire", extra={"action": "release_failed"})
+        except Exception as e:
+            if unavailable(e) is None:
+                log.exception(
+                    "release failed; leases will expire", extra={"action": "release_failed"}
+                )
+            else:
+                log.warning(
+                    "release failed: database unreachable; leases will expire",
+                    extra={"action": "release_failed"},
+                )

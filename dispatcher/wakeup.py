@@ -2,7 +2,8 @@
 
 A notification only shortens the wait: the claim loop polls every DISPATCH_POLL_SECONDS anyway, so a
 lost notification or a dropped connection (database restart) never stalls the queue. A dropped
-connection is re-opened with backoff while the loop keeps polling.
+connection is re-opened with backoff (shared.db.reconnect_delay) while the loop keeps polling; its
+loss is logged once, the retries only at DEBUG (the claim loop reports a database outage).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from collections.abc import Callable
 
 import psycopg
 
+from shared.db import reconnect_delay
 from shared.wakeup import CHANNEL
 
 log = logging.getLogger(__name__)
-_MAX_BACKOFF = 30.0
 # How often the listening connection proves it is alive (a dead socket fails the probe).
 _PROBE_SECONDS = 5.0
 
@@ -24,8 +27,9 @@ _PROBE_SECONDS = 5.0
 class Wakeup:
     """An event set by every NOTIFY on the wake-up channel (and by stop)."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, *, rand: Callable[[], float] = random.random) -> None:
         self.conninfo = conninfo
+        self.rand = rand
         self.event = asyncio.Event()
         self.connected = asyncio.Event()  # for tests and readiness: LISTEN is in place
 
@@ -46,7 +50,7 @@ class Wakeup:
 
     async def listen(self, stop: asyncio.Event) -> None:
         """Keep a LISTEN connection open until `stop` is set, reconnecting with backoff."""
-        backoff = 0.5
+        failures = 0
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -54,7 +58,7 @@ class Wakeup:
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.connected.set()
-                    backoff = 0.5
+                    failures = 0
                     # Anything committed before LISTEN took effect is found by this first poke.
                     self.poke()
                     while not stop.is_set():
@@ -64,13 +68,14 @@ class Wakeup:
                                 break
                         await conn.execute("SELECT 1")
             except psycopg.Error as e:
+                failures += 1
+                extra = {"action": "listen_reconnect", "error": type(e).__name__}
+                if self.connected.is_set():
+                    log.info("wake-up connection lost; polling until it is back", extra=extra)
+                else:
+                    log.debug("wake-up connection failed; retrying", extra=extra)
                 self.connected.clear()
-                log.warning(
-                    "wake-up connection lost; polling until it is back",
-                    extra={"action": "listen_reconnect", "error": type(e).__name__},
-                )
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(backoff):
+                    async with asyncio.timeout(reconnect_delay(failures, self.rand())):
                         await stop.wait()
-                backoff = min(backoff * 2, _MAX_BACKOFF)
         self.connected.clear()

@@ -89,7 +89,8 @@ def test_readyz_is_503_when_the_database_is_unreachable(settings: Settings) -> N
         assert client.get("/healthz").status_code == 200
         r = client.get("/readyz", timeout=10)
     assert r.status_code == 503
-    assert r.json()["status"] == "unavailable" and "database" in r.json()["reason"]
+    (error,) = r.json()["errors"]
+    assert error["code"] == "database_unavailable" and "connection refused" in error["message"]
 
 
 def test_request_id_is_taken_or_made_and_echoed(client: httpx.Client) -> None:
