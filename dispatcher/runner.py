@@ -60,9 +60,8 @@ class Runner:
         """Claim nothing more; in-flight work finishes or is released (signal handler)."""
         if not self.dispatcher.stopping.is_set():
             log.info("stopping", extra={"action": "stop"})
-        self.dispatcher.stopping.set()
+        self.dispatcher.stop()
         self.wakeup.poke()
-        self.dispatcher.capacity.set()
 
     async def run(self) -> None:
         """Claim and process until stopped, then shut down within the grace period."""
@@ -118,11 +117,7 @@ class Runner:
 
     async def _capacity(self, seconds: float) -> None:
         """Wait up to `seconds` for a held row to settle (a slot to free up)."""
-        d = self.dispatcher
-        d.capacity.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await d.capacity.wait()
+        await self.dispatcher.wait_for_room(seconds)
 
     async def _gather(self, wanted: int) -> None:
         """Wait up to CLAIM_GATHER_SECONDS for `wanted` free slots; sooner if they are free."""
@@ -166,7 +161,7 @@ class Runner:
                 log.exception("batch failed", extra=extra)
             else:
                 log.warning("batch failed: database unreachable (%s)", down.reason, extra=extra)
-            self.dispatcher.forget([w for w in works if w.id in self.dispatcher.held])
+            self.dispatcher.forget(works)
 
     async def _shutdown(self) -> None:
         d = self.dispatcher

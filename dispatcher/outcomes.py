@@ -1,0 +1,267 @@
+"""The one place a send outcome is written: its guarded SQL, its metric and its log line.
+
+`dispatcher.decision` decides; this module carries each decision out through `Outbox` (one short
+transaction, guarded by owner and attempt), counts it in the run's stats and in Prometheus, and
+logs it once. A row that is no longer ours when its outcome comes is logged as a stale result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from dispatcher.decision import (
+    Drop,
+    Error,
+    Fail,
+    GiveBack,
+    Outcome,
+    Pause,
+    Reconcile,
+    Resend,
+    Retry,
+    Sent,
+)
+from dispatcher.outbox import Outbox, Work
+from dispatcher.outbox import Sent as SentRow
+from dispatcher.recorder import Recorder
+from shared import metrics
+from shared.logs import mask_number
+from shared.providers.base import Category
+
+log = logging.getLogger(__name__)
+# Accepted sends are recorded in groups: a lone one waits this long for company (group commit).
+RECORD_WAIT_SECONDS = 0.002
+
+
+@dataclass
+class RunStats:
+    """What one iteration (or one batch) did, by outcome."""
+
+    claimed: int = 0
+    sent: int = 0
+    reconciled: int = 0
+    awaiting: int = 0  # unresolved attempts handed back to be looked up later (settle, miss)
+    rescheduled: int = 0
+    failed: int = 0
+    config: int = 0
+    dropped: int = 0
+    lost: int = 0  # rows that were no longer ours when we came to record them
+    alerts_delivered: int = 0
+    alerts_rescheduled: int = 0
+    alerts_failed: int = 0
+
+    def add(self, other: RunStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def describe(work: Work) -> dict[str, Any]:
+    """The log keys of one claimed send (the recipient masked)."""
+    return {
+        "message_id": str(work.message_id),
+        "provider": work.provider,
+        "attempt": work.attempt,
+        "to": mask_number(work.to_number),
+        "request_id": work.request_id,
+    }
+
+
+class Outcomes:
+    """Writes outcomes for one dispatcher; accepted sends go through the group-commit recorder."""
+
+    def __init__(self, outbox: Outbox, *, group_rows: int) -> None:
+        self.outbox = outbox
+        self.recorder = Recorder(
+            self._write_sent, max_rows=group_rows, max_wait=RECORD_WAIT_SECONDS
+        )
+
+    async def _write_sent(
+        self, sent: list[SentRow] | Any, now: datetime | None
+    ) -> list[dict[str, Any]]:
+        return await self.outbox.record_sent(sent, now=now)
+
+    async def write(
+        self, work: Work, outcome: Outcome, stats: RunStats, *, now: datetime | None
+    ) -> None:
+        """Carry out `outcome` for `work` (all but Sent-by-the-recorder and Resend)."""
+        if isinstance(outcome, Sent):
+            rows = await self.outbox.record_sent(
+                [SentRow(work, outcome.sid, outcome.raw_status, outcome.reconciled)], now=now
+            )
+            self.sent(work, outcome, rows[0] if rows else None, stats)
+        elif isinstance(outcome, Retry | Reconcile):
+            unresolved = outcome.unresolved if isinstance(outcome, Retry) else True
+            await self._reschedule(
+                work, outcome.delay_seconds, outcome.error, unresolved, stats, now
+            )
+        elif isinstance(outcome, Fail):
+            await self._fail(work, outcome.error, stats, now)
+        elif isinstance(outcome, Pause):
+            await self._pause(work, outcome, stats, now)
+        elif isinstance(outcome, GiveBack):
+            await self._give_back(work, outcome, stats, now)
+        elif isinstance(outcome, Drop):
+            stats.dropped += await self.outbox.drop([work])
+            log.info(
+                "work dropped: message is no longer pending",
+                extra={
+                    "action": "dropped",
+                    "message_id": str(work.message_id),
+                    "status": outcome.status,
+                },
+            )
+        elif isinstance(outcome, Resend):  # pragma: no cover - the caller sends instead
+            raise ValueError("a Resend is carried out by sending")
+
+    async def record(
+        self, work: Work, outcome: Sent, stats: RunStats, now: datetime | None
+    ) -> bool:
+        """An accepted send, recorded with the other slots' in one group write."""
+        row = await self.recorder.record(
+            SentRow(work, outcome.sid, outcome.raw_status, outcome.reconciled), now
+        )
+        self.sent(work, outcome, row, stats)
+        return row is not None
+
+    def sent(self, work: Work, outcome: Sent, row: dict[str, Any] | None, stats: RunStats) -> None:
+        if row is None:
+            self.stale(work, stats, "accepted send")
+            return
+        assert work.provider is not None
+        metrics.child(metrics.SENT, work.provider).inc()
+        if outcome.reconciled:
+            metrics.child(metrics.RECONCILIATIONS, work.provider, "adopted").inc()
+            stats.reconciled += 1
+        else:
+            stats.sent += 1
+        what = (
+            "earlier attempt found at the provider, sid adopted"
+            if outcome.reconciled
+            else "submitted"
+        )
+        log.info(
+            f"{what}: pending -> queued" if row["moved"] else what,
+            extra={
+                **describe(work),
+                "action": "reconciled" if outcome.reconciled else "submitted",
+                "sid": outcome.sid,
+                "conversation_id": str(work.conversation_id),
+            },
+        )
+
+    async def _reschedule(
+        self,
+        work: Work,
+        delay: float,
+        error: Error,
+        unresolved: bool,
+        stats: RunStats,
+        now: datetime | None,
+    ) -> None:
+        ok = await self.outbox.reschedule(
+            work,
+            delay_seconds=delay,
+            unresolved=unresolved,
+            error_code=error.code,
+            error_category=error.category,
+            error_message=error.reason,
+            now=now,
+        )
+        if not ok:
+            self.stale(work, stats, f"{error.category} failure")
+            return
+        assert work.provider is not None
+        metrics.child(metrics.RETRIES, work.provider, error.category).inc()
+        stats.rescheduled += 1
+        log.info(
+            "attempt rescheduled",
+            extra={
+                **describe(work),
+                "action": "rescheduled",
+                "error_category": error.category,
+                "error_code": error.code,
+                "delay_seconds": round(delay, 3),
+                "will_reconcile": unresolved,
+            },
+        )
+
+    async def _fail(self, work: Work, error: Error, stats: RunStats, now: datetime | None) -> None:
+        # The ERROR line and the alert come from shared.alerts, in the same transaction.
+        ok = await self.outbox.fail(
+            work,
+            error_code=error.code,
+            error_category=error.category,
+            error_message=error.reason,
+            now=now,
+        )
+        if not ok:
+            self.stale(work, stats, "final failure")
+            return
+        assert work.provider is not None
+        metrics.child(metrics.FAILED, work.provider, error.category).inc()
+        stats.failed += 1
+
+    async def _pause(self, work: Work, pause: Pause, stats: RunStats, now: datetime | None) -> None:
+        """Config error: pause the provider (one alert per episode), give the attempt back."""
+        assert work.provider is not None
+        error = pause.error
+        await self.outbox.pause_provider(
+            work.provider, error_code=error.code, reason=error.reason, now=now
+        )
+        ok = await self.outbox.reschedule(
+            work,
+            delay_seconds=0,
+            unresolved=pause.unresolved,
+            give_back=True,
+            error_code=error.code,
+            error_category=Category.CONFIG.value,
+            error_message=error.reason,
+            now=now,
+        )
+        if not ok:
+            self.stale(work, stats, "config failure")
+            return
+        metrics.child(metrics.RETRIES, work.provider, Category.CONFIG.value).inc()
+        stats.config += 1
+
+    async def _give_back(
+        self, work: Work, give: GiveBack, stats: RunStats, now: datetime | None
+    ) -> None:
+        if give.reason != "no_time":
+            ok = await self.outbox.await_copy(
+                work, delay_seconds=give.delay_seconds, missed=give.missed, now=now
+            )
+        else:
+            # "Attempt started" was committed for this claim, but no call was made.
+            ok = await self.outbox.reschedule(
+                work,
+                delay_seconds=give.delay_seconds,
+                unresolved=True,
+                give_back=True,
+                error_code=None,
+                error_category=None,
+                error_message=None,
+                now=now,
+            )
+        if not ok:
+            self.stale(work, stats, "attempt given back")
+            return
+        stats.awaiting += 1
+        if give.missed:
+            assert work.provider is not None
+            metrics.child(metrics.RECONCILIATIONS, work.provider, "miss").inc()
+            log.info(
+                "earlier attempt not found at the provider; looking again before any resend",
+                extra={**describe(work), "action": "reconcile_miss"},
+            )
+
+    def stale(self, work: Work, stats: RunStats, what: str) -> None:
+        """A result for a row that is no longer ours (lease lost): recorded nowhere, logged."""
+        stats.lost += 1
+        log.warning(
+            "result not recorded: the lease is no longer ours",
+            extra={**describe(work), "action": "stale_result", "result": what},
+        )
