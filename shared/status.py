@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, assert_never
 from uuid import UUID
 
 from psycopg import AsyncConnection
@@ -15,15 +15,23 @@ from psycopg.types.json import Jsonb
 
 from shared import alerts, metrics
 from shared.config import Settings
-from shared.lifecycle import FAILED, TERMINAL, can_move, sources_for
+from shared.lifecycle import (
+    DuplicateSend,
+    MessageFacts,
+    Move,
+    NoSid,
+    ProviderMismatch,
+    RecordSidFirst,
+    Stale,
+    Unrecognized,
+    judge,
+)
 from shared.providers.base import StatusUpdate
 from shared.queries import q
 
 log = logging.getLogger(__name__)
 
 SOURCES: Final = ("callback", "sweep")
-# Statuses the CHECK on sms_messages allows without a provider sid.
-_SIDLESS: Final = frozenset({"pending", "failed", "canceled"})
 # Payload keys never stored: a message body has no place in the event history.
 _SECRET_KEYS: Final = frozenset({"body"})
 
@@ -103,6 +111,7 @@ async def _apply_to(
     settings: Settings,
     source: str,
 ) -> ApplyResult:
+    """Record `update` for the locked message `msg`, ask `judge`, and carry out its verdict."""
     message_id: UUID = msg["id"]
     current: str = msg["delivery_status"]
     ids = {
@@ -120,73 +129,90 @@ async def _apply_to(
         )
         return unchanged
     unchanged = dataclasses.replace(unchanged, recorded=True)
-    if msg["provider"] != update.provider:
-        log.warning(
-            "status %s from another provider than the message's",
-            update.raw_status,
-            extra={"action": "status_provider_mismatch", **ids},
-        )
-        return unchanged
-    if update.sid and msg["provider_sid"] and update.sid != msg["provider_sid"]:
-        # A second provider message under our id: a double send. Its fate is not this message's
-        # (the recorded sid's callbacks still move it), so it is kept as history and reported.
-        await _duplicate_send(conn, msg, update, settings=settings, ids=ids)
-        return dataclasses.replace(unchanged, duplicate=True)
 
-    sid: str | None = msg["provider_sid"]
-    sid_recorded = False
-    if sid is None and update.sid:
-        async with conn.cursor() as cur:
-            await cur.execute(
-                q("status_record_sid"),
-                {"message_id": message_id, "provider": update.provider, "sid": update.sid},
+    facts = MessageFacts(status=current, provider=msg["provider"], sid=msg["provider_sid"])
+    judged = judge(facts, update)
+    if isinstance(judged, RecordSidFirst):
+        sid_recorded = await _record_sid(conn, message_id, update.provider, judged.sid)
+        unchanged = dataclasses.replace(unchanged, sid_recorded=sid_recorded)
+        verdict = judged.recorded if sid_recorded else judged.taken
+    else:
+        verdict = judged
+
+    match verdict:
+        case ProviderMismatch():
+            log.warning(
+                "status %s from another provider than the message's",
+                update.raw_status,
+                extra={"action": "status_provider_mismatch", **ids},
             )
-            sid_recorded = cur.rowcount == 1
-        sid = update.sid if sid_recorded else None
-    unchanged = dataclasses.replace(unchanged, sid_recorded=sid_recorded)
+            return unchanged
+        case DuplicateSend():
+            await _duplicate_send(conn, message_id, verdict, update, settings=settings, ids=ids)
+            return dataclasses.replace(unchanged, duplicate=True)
+        case Unrecognized():
+            log.info(
+                "status %s not in our vocabulary, recorded only",
+                update.raw_status,
+                extra={"action": "status_unrecognized", **ids},
+            )
+            return unchanged
+        case Stale():
+            log.debug(
+                "status %s -> %s is not forward, recorded only",
+                current,
+                verdict.to,
+                extra={"action": "status_stale", **ids},
+            )
+            return unchanged
+        case NoSid():
+            log.warning(
+                "status %s without a provider sid, recorded only",
+                verdict.to,
+                extra={"action": "status_no_sid", **ids},
+            )
+            return unchanged
+        case Move():
+            moved = await _move(conn, message_id, current, verdict, update, source, settings, ids)
+            return dataclasses.replace(unchanged, current=verdict.to) if moved else unchanged
+        case _:  # pragma: no cover - mypy proves every verdict is handled
+            assert_never(verdict)
 
-    new = update.status
-    if new == "canceled":
-        # Our "canceled" means we stopped it before any provider saw it; a provider that cancels a
-        # message it accepted means it will never arrive, which is a delivery failure.
-        new = "failed"
-    if new is None:
-        log.info(
-            "status %s not in our vocabulary, recorded only",
-            update.raw_status,
-            extra={"action": "status_unrecognized", **ids},
-        )
-        return unchanged
-    if not can_move(current, new):
-        log.debug(
-            "status %s -> %s is not forward, recorded only",
-            current,
-            new,
-            extra={"action": "status_stale", **ids},
-        )
-        return unchanged
-    if sid is None and new not in _SIDLESS:
-        log.warning(
-            "status %s without a provider sid, recorded only",
-            new,
-            extra={"action": "status_no_sid", **ids},
-        )
-        return unchanged
 
-    failed = new in FAILED
-    error_message = _error_message(update) if failed else None
+async def _record_sid(
+    conn: AsyncConnection[Any], message_id: UUID, provider: str, sid: str
+) -> bool:
+    """Give the message its first sid; False when another message already owns that sid."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            q("status_record_sid"), {"message_id": message_id, "provider": provider, "sid": sid}
+        )
+        return cur.rowcount == 1
+
+
+async def _move(
+    conn: AsyncConnection[Any],
+    message_id: UUID,
+    current: str,
+    move: Move,
+    update: StatusUpdate,
+    source: str,
+    settings: Settings,
+    ids: dict[str, str],
+) -> bool:
+    """Carry out a Move: the guarded transition, the failure alert, the `previous -> new` log."""
     async with conn.cursor() as cur:
         await cur.execute(
             q("status_transition"),
             {
                 "message_id": message_id,
-                "status": new,
+                "status": move.to,
                 "previous": current,
-                "sources": sources_for(new),
-                "terminal": new in TERMINAL,
-                "failed": failed,
-                "error_code": update.error_code,
-                "error_message": error_message,
+                "sources": move.sources,
+                "terminal": move.terminal,
+                "failed": move.failed,
+                "error_code": move.error_code,
+                "error_message": move.error_message,
                 "detail": Jsonb({"source": source, "raw_status": update.raw_status}),
             },
         )
@@ -195,36 +221,33 @@ async def _apply_to(
         log.info(
             "status %s -> %s: moved by someone else first",
             current,
-            new,
+            move.to,
             extra={"action": "status_stale", **ids},
         )
-        return unchanged
+        return False
 
-    if failed:
+    if move.failed:
         await alerts.raise_final_failure(
             conn,
             message_id,
-            error_code=update.error_code,
+            error_code=move.error_code,
             error_category="delivery",
-            error_message=error_message,
+            error_message=move.error_message,
             settings=settings,
         )
     log.info(
         "status %s -> %s",
         current,
-        new,
-        extra={
-            "action": "status_changed",
-            "error_code": update.error_code if failed else None,
-            **ids,
-        },
+        move.to,
+        extra={"action": "status_changed", "error_code": move.error_code, **ids},
     )
-    return dataclasses.replace(unchanged, current=new)
+    return True
 
 
 async def _duplicate_send(
     conn: AsyncConnection[Any],
-    msg: dict[str, Any],
+    message_id: UUID,
+    duplicate: DuplicateSend,
     update: StatusUpdate,
     *,
     settings: Settings,
@@ -235,10 +258,10 @@ async def _duplicate_send(
         await cur.execute(
             q("status_record_duplicate_send"),
             {
-                "message_id": msg["id"],
+                "message_id": message_id,
                 "provider": update.provider,
-                "sid": update.sid,
-                "recorded_sid": msg["provider_sid"],
+                "sid": duplicate.stray_sid,
+                "recorded_sid": duplicate.recorded_sid,
                 "raw_status": update.raw_status,
             },
         )
@@ -249,15 +272,14 @@ async def _duplicate_send(
     log.warning(
         "double send detected: status %s for a second provider message under our id",
         update.raw_status,
-        extra={"action": "duplicate_send_detected", "sid": update.sid, **ids},
+        extra={"action": "duplicate_send_detected", "sid": duplicate.stray_sid, **ids},
     )
-    assert update.sid is not None
     await alerts.raise_duplicate_send(
         conn,
-        msg["id"],
+        message_id,
         provider=update.provider,
-        stray_sid=update.sid,
-        recorded_sid=msg["provider_sid"],
+        stray_sid=duplicate.stray_sid,
+        recorded_sid=duplicate.recorded_sid,
         settings=settings,
     )
 
@@ -282,8 +304,3 @@ async def _record(
 
 def _scrubbed(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if str(k).lower() not in _SECRET_KEYS}
-
-
-def _error_message(update: StatusUpdate) -> str:
-    reason = f"{update.provider} reported {update.raw_status}"
-    return f"{reason} (error {update.error_code})" if update.error_code else reason
