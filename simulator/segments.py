@@ -3,7 +3,8 @@
 Counted as Twilio documents it (what-sms-character-limit, what-is-ucs-2-character-encoding): a body
 stays GSM-7 unless a character is in neither GSM 03.38 table, and only then is the whole body
 UCS-2. Kept apart from `shared.segments` on purpose: the simulator stands alone (the import
-contract), and two independent counts agreeing is itself a check (tests/test_simulator_segments.py).
+contract), and two independent counts agreeing is itself a check
+(tests/unit/test_simulator_segments.py).
 """
 
 from __future__ import annotations

