@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from psycopg import AsyncConnection, errors
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from shared import alerts
@@ -101,42 +101,19 @@ class Outbox:
         """Lease up to `limit` due rows (committed at once)."""
         if limit <= 0:
             return []
-        rows = await self._rows(
-            "outbox_claim_due",
-            {
-                "now": now,
-                "owner": self.owner,
-                "limit": limit,
-                "lease_seconds": self.settings.dispatch_lease_seconds,
-            },
-        )
-        return [
-            Work(
-                id=r["id"],
-                kind=r["kind"],
-                attempt=r["attempts"],
-                lease_expires_at=r["lease_expires_at"],
-                claimed_at=r["claimed_at"],
-                rescued=r["rescued"],
-                unresolved_since=r["attempt_started_at"],
-                message_id=r["message_id"],
-                alert_id=r["alert_id"],
-                provider=r["provider"],
-                from_number=r["from_number"],
-                to_number=r["to_number"],
-                body=r["body"],
-                delivery_status=r["delivery_status"],
-                conversation_id=r["conversation_id"],
-                request_id=r["request_id"],
-                last_error_code=r["last_error_code"],
-                last_error_category=r["last_error_category"],
-                last_error=r["last_error"],
-                segments=r["segments"],
-                provider_sid=r["provider_sid"],
-                reconcile_misses=r["reconcile_misses"],
-            )
-            for r in rows
-        ]
+        params = {
+            "now": now,
+            "owner": self.owner,
+            "limit": limit,
+            "lease_seconds": self.settings.dispatch_lease_seconds,
+        }
+
+        async def body(conn: AsyncConnection[Any]) -> list[Work]:
+            async with conn.cursor(row_factory=class_row(Work)) as cur:
+                await cur.execute(q("outbox_claim_due"), params)
+                return await cur.fetchall()
+
+        return await self._tx(body)
 
     async def start(self, works: Sequence[Work], *, now: datetime | None = None) -> set[int]:
         """Commit "attempt N started" for `works`; the ids that are still ours and may be sent."""

@@ -46,10 +46,12 @@ claimed AS (
               o.attempt_started_at, o.reconcile_misses, o.lease_expires_at, due.rescued,
               clock.now AS claimed_at, o.last_error_code, o.last_error_category, o.last_error
 )
-SELECT c.id, c.kind, c.message_id, c.alert_id, c.provider, c.attempts, c.attempt_started_at,
-       c.reconcile_misses, c.lease_expires_at, c.rescued, c.claimed_at, c.last_error_code,
-       c.last_error_category, c.last_error, m.from_number, m.to_number, m.body, m.segments,
-       m.delivery_status, m.conversation_id, m.request_id, m.provider_sid
+-- The columns are named as dispatcher.outbox.Work's fields: the row maps to it as it comes.
+SELECT c.id, c.kind, c.attempts AS attempt, c.lease_expires_at, c.claimed_at, c.rescued,
+       c.attempt_started_at AS unresolved_since, c.message_id, c.alert_id, c.provider,
+       m.from_number, m.to_number, m.body, m.delivery_status, m.conversation_id, m.request_id,
+       c.last_error_code, c.last_error_category, c.last_error, m.segments, m.provider_sid,
+       c.reconcile_misses
 FROM claimed c
 LEFT JOIN sms_messages m ON m.id = c.message_id
 ORDER BY c.id;
