@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import random
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
@@ -18,20 +19,21 @@ from starlette.routing import BaseRoute, Route
 
 from api.batch import routes as batch_routes
 from api.errors import ApiError, handle_api_error, handle_http_exception
-from api.health import healthz, readyz
+from api.health import healthz, readyz, warn_about_senders
 from api.messages import get_message
 from api.metrics import metrics_endpoint
 from api.middleware import RequestContext
 from api.openapi import openapi_endpoint
 from api.operations import cancel_message, list_messages, retry_message
 from api.send import send_sms
+from api.state import STATE_KEY, AppState
 from api.webhooks import routes as webhook_routes
 from shared import senders
 from shared.config import Settings, load_settings
 from shared.db import Outage, open_pool, reconnect_delay, unavailable
 from shared.errors import ConfigError
 from shared.logs import setup_logging
-from shared.providers.registry import close_providers
+from shared.providers.registry import close_providers, open_providers
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     logging is set up then); tests pass their own and keep their log capture."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
         current = settings
         if current is None:
             current = load_settings(os.environ)
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if not current.database_url:
             raise ConfigError("DATABASE_URL is not set")
         senders.configured(current)  # a malformed sender number stops the start, DB up or not
+        warn_about_senders(current)
         timeout = current.database_timeout_seconds
         pool = await open_pool(
             current.database_url,
@@ -92,11 +95,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             wait=False,
             timeout_seconds=timeout,
         )
+        # Built here, once, so a callback handler never opens a client (the API only verifies
+        # and parses callbacks with them; it never sends).
+        providers = await open_providers(current)
         outage = Outage(log, pool=pool, timeout=timeout)
         wakeup = Wakeup(pool)
-        app.state.settings = current
-        app.state.pool = pool
-        app.state.wakeup = wakeup
         wakeup.start()
         retrying: asyncio.Task[None] | None = None
         if not await _register_senders(
@@ -105,17 +108,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             retrying = asyncio.create_task(_register_until_done(pool, current, outage))
         log.info("api started", extra={"action": "api_started"})
         try:
-            yield
+            # Starlette hands this to every request's scope; handlers read it with api.state.state.
+            yield {STATE_KEY: AppState(current, pool, providers, wakeup)}
         finally:
             if retrying is not None:
                 retrying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retrying
             await wakeup.stop()
-            # api.webhooks opens the provider clients on first use and keeps them here.
-            providers = getattr(app.state, "providers", None)
-            if providers is not None:
-                await close_providers(providers)
+            await close_providers(providers)
             await pool.close()
             log.info("api stopped", extra={"action": "api_stopped"})
 
@@ -140,4 +141,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
 
 
-app = create_app()
+def _from_environment() -> Starlette:
+    """`uvicorn api.app:app`: a bad setting stops the import with one line naming its variable
+    and exit code 2, as the dispatcher does (raised in the lifespan it would be a traceback)."""
+    try:
+        senders.configured(load_settings(os.environ))
+    except ConfigError as e:
+        print(f"api: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return create_app()
+
+
+app = _from_environment()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from api.connections import autocommit
 from api.errors import ApiError
+from api.state import state
 from shared import apikeys
 from shared.senders import Sender
 
@@ -39,8 +39,7 @@ async def require_key(request: Request) -> int:
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise unauthorized()
-    pool: AsyncConnectionPool = request.app.state.pool
-    async with autocommit(pool) as conn:
+    async with autocommit(state(request).pool) as conn:
         key_id = await apikeys.authenticate(conn, token)
     if key_id is None:
         raise unauthorized()
@@ -52,8 +51,7 @@ async def require_key_and_default_sender(request: Request) -> tuple[int, Sender 
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise unauthorized()
-    pool: AsyncConnectionPool = request.app.state.pool
-    async with autocommit(pool) as conn:
+    async with autocommit(state(request).pool) as conn:
         key_id, default = await apikeys.authenticate_with_default_sender(conn, token)
     if key_id is None:
         raise unauthorized()

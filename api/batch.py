@@ -9,97 +9,49 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from api.accepted import accepted_body
 from api.auth import require_key_and_default_sender
 from api.connections import autocommit
 from api.errors import ApiError
+from api.middleware import request_id
 from api.payload import read_json_object
-from api.send import (
-    IDEMPOTENCY_HEADER,
-    SendInput,
-    accepted_body,
-    check_references,
-    parse_send,
-)
+from api.references import check_references
+from api.state import state
 from shared import messages, metrics
-from shared.config import Settings
-from shared.messages import NewMessage, Problem
+from shared.messages import NewMessage
 from shared.senders import Sender
+from shared.validation import IDEMPOTENCY_HEADER, Problem, SendInput, parse_batch, prefixed
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH: Final = 1000
-FIELDS: Final = ("messages",)
 
 # What check_references' answer depends on: the sender asked for (and whether `from` was given at
 # all), and the conversation with the recipient it must match. Items alike share one check.
 _RefKey = tuple[str | None, bool, UUID | None, str | None]
 
 
-def _prefixed(index: int, problems: list[Problem]) -> list[Problem]:
-    return [Problem(f"messages[{index}].{p.field}", p.code, p.message) for p in problems]
-
-
-def parse_batch(
-    payload: dict[str, Any], settings: Settings
-) -> tuple[list[tuple[SendInput, bool]], list[Problem]]:
-    """Each item through /sms/send's parse_send (with whether it named a `from`), and every
-    problem of the envelope and the items, fields named `messages[i].field`."""
-    problems = [
-        Problem(name, "unknown_field", f"unknown field; expected {', '.join(FIELDS)}")
-        for name in payload
-        if name not in FIELDS
-    ]
-    items = payload.get("messages")
-    if items is None:
-        problems.append(Problem("messages", "required", "a list of messages is required"))
-        return [], problems
-    if not isinstance(items, list):
-        problems.append(Problem("messages", "invalid_type", "must be a list of messages"))
-        return [], problems
-    if not items:
-        problems.append(Problem("messages", "empty", "at least one message is required"))
-        return [], problems
-    if len(items) > MAX_BATCH:
-        problems.append(
-            Problem("messages", "too_many", f"{len(items)} messages, at most {MAX_BATCH}")
-        )
-        return [], problems
-    parsed: list[tuple[SendInput, bool]] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            problems.append(Problem(f"messages[{index}]", "invalid_type", "must be an object"))
-            parsed.append((SendInput(None, None, None, None), False))
-            continue
-        given, found = parse_send(item, settings)
-        problems += _prefixed(index, found)
-        parsed.append((given, item.get("from") is not None))
-    return parsed, problems
-
-
 async def check_all_references(
-    conn: AsyncConnection[Any], parsed: list[tuple[SendInput, bool]], default: Sender | None
+    conn: AsyncConnection[Any], parsed: list[SendInput], default: Sender | None
 ) -> tuple[list[Sender | None], list[Problem]]:
-    """/sms/send's check_references for each item, once per distinct question."""
+    """check_references for each item, once per distinct question."""
     answers: dict[_RefKey, tuple[Sender | None, list[Problem]]] = {}
     chosen: list[Sender | None] = []
     problems: list[Problem] = []
-    for index, (given, from_named) in enumerate(parsed):
+    for index, given in enumerate(parsed):
         mate = given.to if given.conversation_id is not None else None
-        key: _RefKey = (given.from_number, from_named, given.conversation_id, mate)
+        key: _RefKey = (given.from_number, given.from_named, given.conversation_id, mate)
         if key not in answers:
-            answers[key] = await check_references(conn, given, from_named, default)
+            answers[key] = await check_references(conn, given, default)
         sender, found = answers[key]
         chosen.append(sender)
-        problems += _prefixed(index, found)
+        problems += prefixed(index, found)
     return chosen, problems
 
 
@@ -114,19 +66,18 @@ def _key_refused() -> list[Problem]:
 
 
 async def send_batch(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
-    pool: AsyncConnectionPool = request.app.state.pool
+    app = state(request)
     api_key_id, default = await require_key_and_default_sender(request)
-    payload = await read_json_object(request, settings.max_batch_request_bytes)
+    payload = await read_json_object(request, app.settings.max_batch_request_bytes)
     key_problems = _key_refused() if IDEMPOTENCY_HEADER in request.headers else []
-    parsed, problems = parse_batch(payload, settings)
-    async with autocommit(pool) as conn:
+    parsed, problems = parse_batch(payload, app.settings)
+    async with autocommit(app.pool) as conn:
         chosen, found = await check_all_references(conn, parsed, default)
         problems = key_problems + problems + found
         if problems or not parsed:
             raise ApiError(400, problems)
         items = []
-        for (given, _), sender in zip(parsed, chosen, strict=True):
+        for given, sender in zip(parsed, chosen, strict=True):
             assert sender is not None and given.to is not None and given.body is not None
             items.append(
                 NewMessage(
@@ -139,7 +90,7 @@ async def send_batch(request: Request) -> JSONResponse:
             )
         try:
             created = await messages.enqueue_many(
-                conn, items, api_key_id=api_key_id, request_id=request.state.request_id
+                conn, items, api_key_id=api_key_id, request_id=request_id(request)
             )
         except messages.BatchConversationMismatch as e:
             # The conversation changed between the check and the transaction: nothing written.
@@ -149,7 +100,7 @@ async def send_batch(request: Request) -> JSONResponse:
             ) from None
     for provider, count in Counter(r.provider for r in created).items():
         metrics.MESSAGES_ACCEPTED.labels(provider).inc(count)
-    request.app.state.wakeup.wake()
+    app.wakeup.wake()
     return JSONResponse({"messages": [accepted_body(r) for r in created]}, status_code=202)
 
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from shared.db import DatabaseUnavailable
-from shared.messages import Problem
+from shared.validation import Problem
 
 _HTTP_CODES = {
     400: "bad_request",

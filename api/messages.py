@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import require_key
 from api.errors import ApiError
+from api.state import state
 from shared import messages
 
 
@@ -83,8 +83,7 @@ async def get_message(request: Request) -> JSONResponse:
         message_id = UUID(request.path_params["message_id"])
     except ValueError:
         raise _not_found() from None
-    pool: AsyncConnectionPool = request.app.state.pool
-    async with pool.connection() as conn:
+    async with state(request).pool.connection() as conn:
         row = await messages.get_message(conn, message_id)
         if row is None:
             raise _not_found()

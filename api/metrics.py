@@ -6,10 +6,10 @@ import logging
 from typing import Final
 
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.state import state
 from shared import metrics
 from shared.queries import q
 
@@ -19,9 +19,8 @@ QUEUE_TIMEOUT_SECONDS: Final = 2.0
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    pool: AsyncConnectionPool = request.app.state.pool
     try:
-        async with pool.connection(timeout=QUEUE_TIMEOUT_SECONDS) as conn:
+        async with state(request).pool.connection(timeout=QUEUE_TIMEOUT_SECONDS) as conn:
             async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(q("ops_outbox_depth"))
                 rows = await cur.fetchall()

@@ -13,6 +13,7 @@ import uuid
 
 import psycopg
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import database_unavailable, error_response
@@ -21,6 +22,8 @@ from shared.logs import request_id_var
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_ID = 200
+# Where the request's id is kept in its scope's state (read back with `request_id`).
+_REQUEST_ID_KEY = "request_id"
 
 
 def request_id_from(headers: Headers) -> str:
@@ -29,6 +32,14 @@ def request_id_from(headers: Headers) -> str:
     if 0 < len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
     return uuid.uuid4().hex
+
+
+def request_id(request: Request) -> str:
+    """The X-Request-ID RequestContext gave this request (what the 202 and the logs carry)."""
+    found = request.scope.get("state", {}).get(_REQUEST_ID_KEY)
+    if not isinstance(found, str):
+        raise RuntimeError("RequestContext did not run: no request id in the request")
+    return found
 
 
 class RequestContext:
@@ -42,7 +53,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = request_id_from(Headers(scope=scope))
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope.setdefault("state", {})[_REQUEST_ID_KEY] = request_id
         token = request_id_var.set(request_id)
         started = time.monotonic()
         status = 500

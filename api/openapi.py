@@ -11,9 +11,9 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.batch import MAX_BATCH
 from shared.lifecycle import STATUSES
 from shared.operations import MAX_PAGE
+from shared.validation import MAX_BATCH
 
 _NULLABLE_STRING: Final = {"type": ["string", "null"]}
 _NULLABLE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
@@ -234,6 +234,19 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "required": ["status"],
         "properties": {"status": {"type": "string"}},
     },
+    "Ready": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"type": "string"},
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Configuration that keeps sends from going out, such as a "
+                "provider with credentials but no sender number (the variable is named).",
+            },
+        },
+    },
 }
 
 
@@ -423,7 +436,9 @@ DOCUMENT: Final[dict[str, Any]] = {
                 "summary": "The database answers too.",
                 "security": [],
                 "responses": {
-                    "200": _json("Ready.", "Status"),
+                    "200": _json(
+                        "Ready (with `warnings` when configuration needs a look).", "Ready"
+                    ),
                     "503": _UNAVAILABLE,
                 },
             }

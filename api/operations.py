@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from psycopg_pool import AsyncConnectionPool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -14,11 +13,11 @@ from starlette.responses import JSONResponse
 from api.auth import require_key
 from api.errors import ApiError
 from api.messages import message_fields, message_view
-from shared import messages, metrics, operations, senders
-from shared.config import Settings
+from api.state import state
+from shared import messages, metrics, operations
 from shared.lifecycle import STATUSES
-from shared.messages import Problem
 from shared.operations import Filters
+from shared.validation import MAX_NUMBER_INPUT, Problem, to_e164
 
 LIST_PARAMS: Final = (
     "status",
@@ -73,9 +72,7 @@ def parse_list_query(
         raw = params.get(name)
         numbers[name] = None
         if raw is not None:
-            numbers[name] = e164 = (
-                senders.to_e164(raw, region) if len(raw) <= messages.MAX_NUMBER_INPUT else None
-            )
+            numbers[name] = e164 = to_e164(raw, region) if len(raw) <= MAX_NUMBER_INPUT else None
             if e164 is None:
                 problems.append(Problem(name, "invalid_number", "not a phone number"))
     since = until = None
@@ -110,14 +107,13 @@ def parse_list_query(
 
 async def list_messages(request: Request) -> JSONResponse:
     await require_key(request)
-    settings: Settings = request.app.state.settings
+    app = state(request)
     filters, limit, cursor, problems = parse_list_query(
-        request.query_params, settings.default_region
+        request.query_params, app.settings.default_region
     )
     if problems:
         raise ApiError(400, problems)
-    pool: AsyncConnectionPool = request.app.state.pool
-    async with pool.connection() as conn:
+    async with app.pool.connection() as conn:
         page = await operations.list_messages(conn, filters, limit=limit, cursor=cursor)
     return JSONResponse(
         {"messages": [message_fields(row) for row in page.rows], "next_cursor": page.next_cursor}
@@ -138,9 +134,9 @@ def _message_id(request: Request) -> UUID:
 async def _operate(request: Request, action: str) -> JSONResponse:
     key_id = await require_key(request)
     message_id = _message_id(request)
-    pool: AsyncConnectionPool = request.app.state.pool
+    app = state(request)
     actor = f"api-key:{key_id}"
-    async with pool.connection() as conn:
+    async with app.pool.connection() as conn:
         try:
             if action == "cancel":
                 await operations.cancel(conn, message_id, actor=actor)
@@ -155,7 +151,7 @@ async def _operate(request: Request, action: str) -> JSONResponse:
     assert row is not None
     metrics.OPERATOR_ACTIONS.labels(action).inc()
     if action == "retry":
-        request.app.state.wakeup.wake()
+        app.wakeup.wake()
     return JSONResponse(message_view(row, events))
 
 

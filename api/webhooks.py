@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from api.state import state
 from shared import metrics
-from shared.config import Settings
-from shared.providers.base import Provider
 from shared.queries import q
 from shared.status import apply_update
 
@@ -57,8 +53,7 @@ async def twilio_status(request: Request) -> Response:
 
 async def signalwire_status(request: Request) -> Response:
     """POST /webhook/signalwire/status: SignalWire's signed JSON (or compatibility form)."""
-    settings: Settings = request.app.state.settings
-    if not settings.signalwire_signing_key:
+    if not state(request).settings.signalwire_signing_key:
         _warn_once(
             "signalwire-key",
             "SIGNALWIRE_SIGNING_KEY is not set: every SignalWire callback is refused (403)",
@@ -69,11 +64,11 @@ async def signalwire_status(request: Request) -> Response:
 
 async def _callback(request: Request, provider_name: str, path: str) -> Response:
     started = time.perf_counter()
-    settings: Settings = request.app.state.settings
+    app = state(request)
     body = await _read_limited(request, MAX_CALLBACK_BYTES)
     if body is None:
         return Response(status_code=413)
-    provider = await _provider(request.app, provider_name)
+    provider = app.providers.get(provider_name)
     if provider is None:
         _warn_once(
             provider_name, f"{provider_name} is not configured: its callbacks are refused (403)"
@@ -81,7 +76,7 @@ async def _callback(request: Request, provider_name: str, path: str) -> Response
         return Response(status_code=403)
 
     query = request.scope.get("query_string", b"").decode("latin-1")
-    urls = public_urls(settings.public_base_url, path, query)
+    urls = public_urls(app.settings.public_base_url, path, query)
     if not any(provider.verify_signature(url, body, request.headers) for url in urls):
         log.warning(
             "status callback refused: bad or missing signature",
@@ -105,8 +100,8 @@ async def _callback(request: Request, provider_name: str, path: str) -> Response
         return Response(status_code=400)
 
     # A database that cannot be reached is api.middleware's 503 (the provider may try again).
-    async with request.app.state.pool.connection() as conn:
-        result = await apply_update(conn, update, settings=settings)
+    async with app.pool.connection() as conn:
+        result = await apply_update(conn, update, settings=app.settings)
         lag = await _callback_lag(conn, result.message_id) if result.recorded else None
     if result.recorded:
         metrics.CALLBACKS.labels(provider_name, update.status or "unrecognized").inc()
@@ -145,25 +140,6 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
-
-
-async def _provider(app: Starlette, name: str) -> Provider | None:
-    """The provider from app.state.providers, opened from settings on first use if unset."""
-    state = app.state
-    providers: Mapping[str, Provider] | None = getattr(state, "providers", None)
-    if providers is None:
-        lock: asyncio.Lock | None = getattr(state, "providers_lock", None)
-        if lock is None:
-            lock = state.providers_lock = asyncio.Lock()
-        async with lock:
-            providers = getattr(state, "providers", None)
-            if providers is None:
-                from shared.providers.registry import open_providers
-
-                # The app's lifespan closes what is kept on app.state.providers.
-                providers = state.providers = await open_providers(state.settings)
-                log.info("provider clients opened", extra={"action": "providers_opened"})
-    return providers.get(name)
 
 
 def _warn_once(key: str, text: str, **extra: Any) -> None:

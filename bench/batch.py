@@ -1,5 +1,5 @@
 """Batch enqueue: messages/s through POST /sms/send/batch, beside the same multi-row insert made
-from Python with no HTTP (shared.messages.enqueue_many: the same statement, messages_enqueue_batch,
+from Python with no HTTP (shared.messages.enqueue_many: the same statement, messages_enqueue,
 the same transaction, the same rows), both at the same number of concurrent clients.
 `batch_ratio = api_rate / python_rate`.
 """

@@ -73,19 +73,20 @@ async def api_load(stack: Stack, *, concurrency: int, seconds: float, tag: str) 
 
 
 def pgbench_script(api_key_id: int) -> str:
-    """The API's enqueue statement as a pgbench transaction, a random recipient each time."""
+    """The API's enqueue statement as a pgbench transaction (one row, as POST /sms/send binds
+    it), a random recipient each time."""
     sample = seed.body("pgbench", 123456)
     segments, encoding = count_segments(sample)
     values = {
-        "from_number": f"'{SENDER}'",
-        "to_number": "('+1415200' || lpad(CAST(:n AS text), 4, '0'))",
-        "body": f"'{sample}'",
-        "provider": "'twilio'",
-        "segments": str(segments),
-        "encoding": f"'{encoding}'",
+        "from_numbers": f"ARRAY['{SENDER}']",
+        "to_numbers": "ARRAY[('+1415200' || lpad(CAST(:n AS text), 4, '0'))]",
+        "bodies": f"ARRAY['{sample}']",
+        "providers": "ARRAY['twilio']",
+        "segments": f"ARRAY[{segments}]",
+        "encodings": f"ARRAY['{encoding}']",
+        "idempotency_keys": "ARRAY[NULL]",
+        "request_hashes": "ARRAY[NULL]",
         "api_key_id": str(api_key_id),
-        "idempotency_key": "NULL",
-        "request_hash": "NULL",
         "request_id": "'pgbench'",
     }
     statement = re.sub(r"%\((\w+)\)s", lambda m: values[m.group(1)], q("messages_enqueue"))

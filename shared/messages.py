@@ -1,22 +1,18 @@
-"""Outbound messages: what a valid one is, the transactional enqueue, the read of its history."""
+"""Outbound messages in the database: the transactional enqueue and the read of their history."""
 
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-import phonenumbers
 import psycopg
-from phonenumbers import PhoneNumberType
 from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
-from shared.config import Settings
 from shared.errors import SmsOutboxError
 from shared.logs import mask_number
 from shared.queries import q
@@ -24,22 +20,6 @@ from shared.segments import count_segments
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_CHARS: Final = 1600
-# Longer input is not a phone number; phonenumbers need not look at it.
-MAX_NUMBER_INPUT: Final = 64
-# Number types that can receive an SMS everywhere. VOIP numbers often can (and a provider refuses
-# the rest with a permanent error), so they are accepted rather than refusing real users.
-SMS_CAPABLE: Final = frozenset(
-    {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.VOIP}
-)
-# By country calling code, more types that can. NANP: toll-free numbers can be text-enabled, and
-# 5XX personal-communication numbers (Twilio's test numbers among them) are routed like mobiles.
-SMS_CAPABLE_BY_COUNTRY: Final = {
-    1: frozenset({PhoneNumberType.TOLL_FREE, PhoneNumberType.PERSONAL_NUMBER}),
-}
-_TYPE_NAMES: Final = {
-    value: name.lower() for name, value in vars(PhoneNumberType).items() if name.isupper()
-}
 # The unique constraint behind idempotency: UNIQUE (api_key_id, idempotency_key).
 IDEMPOTENCY_CONSTRAINT: Final = "sms_messages_api_key_id_idempotency_key_key"
 
@@ -52,13 +32,23 @@ class ConversationMismatch(SmsOutboxError):
     """The named conversation belongs to another (from, to) pair."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One validation error: the field, a stable code, and a readable message."""
+class BatchConversationMismatch(ConversationMismatch):
+    """Item `index` of a batch named a conversation of another (from, to) pair."""
 
-    field: str
-    code: str
-    message: str
+    def __init__(self, index: int, conversation_id: UUID) -> None:
+        super().__init__(f"item {index}: conversation {conversation_id} is for another pair")
+        self.index = index
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One valid message to write: numbers in E.164, body normalized, sender already chosen."""
+
+    to_number: str
+    from_number: str
+    provider: str
+    body: str
+    conversation_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -75,66 +65,6 @@ class EnqueueResult:
     created_at: datetime
     request_hash: str | None
     replayed: bool = False
-
-
-def check_recipient(raw: str, settings: Settings, field: str = "to") -> tuple[str, list[Problem]]:
-    """`raw` as E.164 and the problems that forbid texting it (none when it may be texted)."""
-    try:
-        if len(raw) > MAX_NUMBER_INPUT:
-            raise phonenumbers.NumberParseException(phonenumbers.NumberParseException.TOO_LONG, "")
-        number = phonenumbers.parse(raw, settings.default_region)
-    except phonenumbers.NumberParseException:
-        return "", [Problem(field, "invalid_number", "not a phone number")]
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if not phonenumbers.is_valid_number(number):
-        return e164, [Problem(field, "invalid_number", "not a valid phone number")]
-    problems: list[Problem] = []
-    region = phonenumbers.region_code_for_number(number)
-    if settings.allowed_countries and region not in settings.allowed_countries:
-        allowed = ", ".join(sorted(settings.allowed_countries))
-        problems.append(
-            Problem(field, "country_not_allowed", f"country {region} is not allowed ({allowed})")
-        )
-    kind = phonenumbers.number_type(number)
-    capable = SMS_CAPABLE | SMS_CAPABLE_BY_COUNTRY.get(number.country_code or 0, frozenset())
-    if kind not in capable:
-        name = _TYPE_NAMES.get(kind, "unknown")
-        problems.append(
-            Problem(field, "number_type_not_allowed", f"a {name} number cannot receive SMS")
-        )
-    return e164, problems
-
-
-def normalize_body(raw: str) -> str:
-    """The body as stored: Windows line ends (CRLF) become newlines; nothing else changes."""
-    return raw.replace("\r\n", "\n")
-
-
-def check_body(body: str, field: str = "body") -> list[Problem]:
-    """Problems of a (normalized) body: empty, too long, control or unencodable characters."""
-    if not body.strip():
-        return [Problem(field, "empty", "must contain text")]
-    problems: list[Problem] = []
-    if len(body) > MAX_BODY_CHARS:
-        problems.append(
-            Problem(field, "too_long", f"{len(body)} characters, at most {MAX_BODY_CHARS}")
-        )
-    controls = [
-        i for i, c in enumerate(body) if unicodedata.category(c) == "Cc" and c not in "\n\t"
-    ]
-    if controls:
-        first = controls[0]
-        problems.append(
-            Problem(
-                field,
-                "control_characters",
-                f"control character U+{ord(body[first]):04X} at position {first}; "
-                "only newline and tab are allowed",
-            )
-        )
-    if any(unicodedata.category(c) == "Cs" for c in body):
-        problems.append(Problem(field, "invalid_characters", "contains unpaired surrogates"))
-    return problems
 
 
 async def enqueue(
@@ -160,27 +90,27 @@ async def enqueue(
         raise ValueError("idempotency_key and request_hash go together")
     if idempotency_key is not None and api_key_id is None:
         raise ValueError("an idempotency key is scoped to an API key")
-    segments, encoding = count_segments(body)
-    params = {
-        "api_key_id": api_key_id,
-        "to_number": to_number,
-        "from_number": from_number,
-        "provider": provider,
-        "body": body,
-        "segments": segments,
-        "encoding": encoding,
-        "idempotency_key": idempotency_key,
-        "request_hash": request_hash,
-        "request_id": request_id,
-    }
+    item = NewMessage(to_number, from_number, provider, body, conversation_id)
+
+    async def write() -> EnqueueResult:
+        (created,) = await _write(
+            conn,
+            [item],
+            api_key_id=api_key_id,
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        return created
+
     try:
         if conn.autocommit and conversation_id is None:
             # messages_enqueue is one statement, so atomic on its own: one round trip, no
             # BEGIN/COMMIT. A named conversation needs the check below inside a transaction.
-            created = await _enqueue_statement(conn, params)
+            created = await write()
         else:
             async with conn.transaction():
-                created = await _enqueue_statement(conn, params)
+                created = await write()
                 if conversation_id is not None and created.conversation_id != conversation_id:
                     raise ConversationMismatch(
                         f"conversation {conversation_id} is for another pair"
@@ -194,26 +124,87 @@ async def enqueue(
         if earlier is None:  # pragma: no cover - the violating row is committed, so it is visible
             raise
         return earlier
+    _log_created(created, logging.INFO)
+    return created
+
+
+async def enqueue_many(
+    conn: AsyncConnection[Any],
+    items: Sequence[NewMessage],
+    *,
+    api_key_id: int | None,
+    request_id: str | None,
+) -> list[EnqueueResult]:
+    """Write every message, its outbox row and its 'created' event in one transaction and one
+    statement; the results in the order of `items`.
+
+    All or nothing: an item whose named conversation turns out to be another pair's raises
+    BatchConversationMismatch and nothing is written. `conn` must not be inside a transaction:
+    the commit happens here, so the caller may wake the dispatcher as soon as this returns.
+    """
+    if not items:
+        return []
+    async with conn.transaction():
+        created = await _write(conn, items, api_key_id=api_key_id, request_id=request_id)
+        for index, (item, row) in enumerate(zip(items, created, strict=True)):
+            if item.conversation_id is not None and row.conversation_id != item.conversation_id:
+                raise BatchConversationMismatch(index, item.conversation_id)
     log.info(
+        "batch created",
+        extra={"action": "batch_created", "count": len(created)},
+    )
+    if log.isEnabledFor(logging.DEBUG):
+        for row in created:
+            _log_created(row, logging.DEBUG)
+    return created
+
+
+async def _write(
+    conn: AsyncConnection[Any],
+    items: Sequence[NewMessage],
+    *,
+    api_key_id: int | None,
+    request_id: str | None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> list[EnqueueResult]:
+    """Run messages_enqueue, the one enqueue statement of both send paths, for `items`."""
+    if idempotency_key is not None and len(items) != 1:
+        raise ValueError("an idempotency key names one message")
+    counted = [count_segments(item.body) for item in items]
+    params = {
+        "from_numbers": [item.from_number for item in items],
+        "to_numbers": [item.to_number for item in items],
+        "bodies": [item.body for item in items],
+        "providers": [item.provider for item in items],
+        "segments": [c[0] for c in counted],
+        "encodings": [c[1] for c in counted],
+        "idempotency_keys": [idempotency_key] * len(items),
+        "request_hashes": [request_hash] * len(items),
+        "api_key_id": api_key_id,
+        "request_id": request_id,
+    }
+    async with conn.cursor(row_factory=class_row(EnqueueResult)) as cur:
+        await cur.execute(q("messages_enqueue"), params)
+        created = await cur.fetchall()
+    if len(created) != len(items):  # pragma: no cover - one message per input row
+        raise SmsOutboxError(f"enqueue wrote {len(created)} of {len(items)} messages")
+    return created
+
+
+def _log_created(row: EnqueueResult, level: int) -> None:
+    log.log(
+        level,
         "message created",
         extra={
             "action": "message_created",
-            "message_id": str(created.id),
-            "conversation_id": str(created.conversation_id),
-            "to": mask_number(created.to_number),
-            "provider": created.provider,
-            "segments": created.segments,
+            "message_id": str(row.id),
+            "conversation_id": str(row.conversation_id),
+            "to": mask_number(row.to_number),
+            "provider": row.provider,
+            "segments": row.segments,
         },
     )
-    return created
-
-
-async def _enqueue_statement(conn: AsyncConnection[Any], params: dict[str, Any]) -> EnqueueResult:
-    async with conn.cursor(row_factory=class_row(EnqueueResult)) as cur:
-        await cur.execute(q("messages_enqueue"), params)
-        created = await cur.fetchone()
-    assert created is not None
-    return created
 
 
 async def find_by_idempotency_key(
@@ -256,78 +247,3 @@ async def get_events(conn: AsyncConnection[Any], message_id: UUID) -> list[dict[
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(q("message_events_timeline"), {"message_id": message_id})
         return await cur.fetchall()
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    """One valid message of a batch: numbers in E.164, body normalized, sender already chosen."""
-
-    to_number: str
-    from_number: str
-    provider: str
-    body: str
-    conversation_id: UUID | None = None
-
-
-class BatchConversationMismatch(ConversationMismatch):
-    """Item `index` of a batch named a conversation of another (from, to) pair."""
-
-    def __init__(self, index: int, conversation_id: UUID) -> None:
-        super().__init__(f"item {index}: conversation {conversation_id} is for another pair")
-        self.index = index
-
-
-async def enqueue_many(
-    conn: AsyncConnection[Any],
-    items: Sequence[NewMessage],
-    *,
-    api_key_id: int | None,
-    request_id: str | None,
-) -> list[EnqueueResult]:
-    """Write every message, its outbox row and its 'created' event in one transaction and one
-    statement (messages_enqueue_batch); the results in the order of `items`.
-
-    All or nothing: an item whose named conversation turns out to be another pair's raises
-    BatchConversationMismatch and nothing is written. `conn` must not be inside a transaction:
-    the commit happens here, so the caller may wake the dispatcher as soon as this returns.
-    """
-    if not items:
-        return []
-    counted = [count_segments(item.body) for item in items]
-    params = {
-        "from_numbers": [item.from_number for item in items],
-        "to_numbers": [item.to_number for item in items],
-        "bodies": [item.body for item in items],
-        "providers": [item.provider for item in items],
-        "segments": [c[0] for c in counted],
-        "encodings": [c[1] for c in counted],
-        "api_key_id": api_key_id,
-        "request_id": request_id,
-    }
-    async with conn.transaction():
-        async with conn.cursor(row_factory=class_row(EnqueueResult)) as cur:
-            await cur.execute(q("messages_enqueue_batch"), params)
-            created = await cur.fetchall()
-        if len(created) != len(items):  # pragma: no cover - one message per input row
-            raise SmsOutboxError(f"batch wrote {len(created)} of {len(items)} messages")
-        for index, (item, row) in enumerate(zip(items, created, strict=True)):
-            if item.conversation_id is not None and row.conversation_id != item.conversation_id:
-                raise BatchConversationMismatch(index, item.conversation_id)
-    log.info(
-        "batch created",
-        extra={"action": "batch_created", "count": len(created)},
-    )
-    if log.isEnabledFor(logging.DEBUG):
-        for row in created:
-            log.debug(
-                "message created",
-                extra={
-                    "action": "message_created",
-                    "message_id": str(row.id),
-                    "conversation_id": str(row.conversation_id),
-                    "to": mask_number(row.to_number),
-                    "provider": row.provider,
-                    "segments": row.segments,
-                },
-            )
-    return created

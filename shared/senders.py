@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -14,6 +13,7 @@ from shared.config import Settings
 from shared.errors import ConfigError
 from shared.logs import mask_number
 from shared.queries import q
+from shared.validation import to_e164
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +28,18 @@ class Sender:
     is_default: bool
 
 
-def to_e164(number: str, region: str) -> str | None:
-    """`number` as E.164 when phonenumbers can parse it (without judging validity), else None."""
-    try:
-        parsed = phonenumbers.parse(number, region)
-    except phonenumbers.NumberParseException:
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
 def configured(settings: Settings) -> list[tuple[str, str]]:
     """(E.164 number, provider) of every configured sender, the SMS_PROVIDER one first."""
     found: list[tuple[str, str]] = []
-    for provider, raw in (
-        ("twilio", settings.twilio_phone_number),
-        ("signalwire", settings.signalwire_phone_number),
+    for provider, variable, raw in (
+        ("twilio", "TWILIO_PHONE_NUMBER", settings.twilio_phone_number),
+        ("signalwire", "SIGNALWIRE_PHONE_NUMBER", settings.signalwire_phone_number),
     ):
         if not raw.strip():
             continue
         number = to_e164(raw.strip(), settings.default_region)
         if number is None:
-            raise ConfigError(f"the {provider} sender number is not a phone number")
+            raise ConfigError(f"{variable} is not a phone number (the {provider} sender)")
         found.append((number, provider))
     found.sort(key=lambda pair: pair[1] != settings.sms_provider)
     return found

@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 from psycopg import AsyncConnection
 
 from api.app import create_app
-from api.batch import MAX_BATCH
 from shared import messages
 from shared.config import Settings
 from shared.messages import NewMessage
+from shared.validation import MAX_BATCH
 from tests.api_support import (  # noqa: F401 - fixtures are used by name
     SENDER,
     TO,

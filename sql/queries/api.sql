@@ -1,5 +1,5 @@
--- Queries of the HTTP API and smsctl: API keys, senders, conversations, the enqueue of a message,
--- idempotency look-ups and the message read.
+-- Queries of the HTTP API and smsctl: API keys, senders, conversations, the one enqueue of both
+-- send paths (one message or a batch), idempotency look-ups and the message read.
 
 -- name: api_keys_insert
 -- Only the SHA-256 of the key reaches the database; the key is shown once by the caller.
@@ -85,32 +85,52 @@ FROM sms_conversations
 WHERE id = %(id)s;
 
 -- name: messages_enqueue
--- The whole enqueue in one statement (one round trip) run inside the caller's transaction:
--- the thread, the message, its outbox row and its 'created' event exist together or not at all.
--- Foreign keys between the CTEs' rows are checked at the end of the statement, so they hold.
-WITH conversation AS (
-    -- Find or create the (from, to) thread. DO UPDATE (not DO NOTHING) returns the row in both
-    -- cases and moves last_message_at; a second first message of the same new pair waits on the
-    -- unique index for the first one's commit and then lands on the same row.
+-- The one enqueue of both send paths: one message (POST /sms/send, smsctl send: a single row) or
+-- many (POST /sms/send/batch) in one statement, so one round trip. Run as one transaction (the
+-- caller's, or on its own in autocommit): every thread, message, outbox row and 'created' event
+-- exists together with all the others, or none does. The rows come in as parallel arrays (one bind
+-- parameter each, whatever N is) and are unnested WITH ORDINALITY so the answer keeps the request's
+-- order. Foreign keys between the CTEs' rows are checked at the end of the statement, so they hold.
+WITH input AS (
+    -- Materialized once (it is read three times and calls a volatile function): each message's id
+    -- is made here, so the final SELECT can join the inserted rows back to their position.
+    SELECT gen_random_uuid() AS id, t.*
+    FROM unnest(%(from_numbers)s::text[], %(to_numbers)s::text[], %(bodies)s::text[],
+                %(providers)s::text[], %(segments)s::int[], %(encodings)s::text[],
+                %(idempotency_keys)s::text[], %(request_hashes)s::text[])
+         WITH ORDINALITY AS t(from_number, to_number, body, provider, segments, encoding,
+                              idempotency_key, request_hash, ord)
+),
+conversation AS (
+    -- Find or create each (from, to) thread once. DO UPDATE (not DO NOTHING) returns the row in
+    -- both cases and moves last_message_at; a second first message of the same new pair waits on
+    -- the unique index for the first one's commit and then lands on the same row. One multi-row
+    -- ON CONFLICT DO UPDATE may not touch a row twice, hence DISTINCT. Sorted, so two concurrent
+    -- batches lock shared threads in the same order and cannot deadlock on them.
     INSERT INTO sms_conversations AS c (from_number, to_number)
-    VALUES (%(from_number)s, %(to_number)s)
+    SELECT DISTINCT from_number, to_number
+    FROM input
+    ORDER BY from_number, to_number
     ON CONFLICT (from_number, to_number) DO UPDATE
     SET last_message_at = greatest(c.last_message_at, now())
-    RETURNING c.id
+    RETURNING c.id, c.from_number, c.to_number
 ),
 message AS (
     -- UNIQUE (api_key_id, idempotency_key) makes the second of two concurrent requests with one
-    -- key fail here with a unique violation, which the caller turns into a replay or a 409.
-    INSERT INTO sms_messages (conversation_id, from_number, to_number, body, provider, segments,
-                              encoding, api_key_id, idempotency_key, request_hash, request_id)
-    SELECT conversation.id, %(from_number)s, %(to_number)s, %(body)s, %(provider)s, %(segments)s,
-           %(encoding)s, %(api_key_id)s, %(idempotency_key)s, %(request_hash)s, %(request_id)s
-    FROM conversation
+    -- key fail here with a unique violation, which the caller turns into a replay or a 409. A
+    -- batch refuses the header (api/batch.py), so its rows carry NULL keys and hashes.
+    INSERT INTO sms_messages (id, conversation_id, from_number, to_number, body, provider,
+                              segments, encoding, api_key_id, idempotency_key, request_hash,
+                              request_id)
+    SELECT i.id, c.id, i.from_number, i.to_number, i.body, i.provider, i.segments, i.encoding,
+           %(api_key_id)s, i.idempotency_key, i.request_hash, %(request_id)s
+    FROM input i
+    JOIN conversation c ON c.from_number = i.from_number AND c.to_number = i.to_number
     RETURNING id, conversation_id, from_number, to_number, provider, segments, encoding,
               created_at, request_hash
 ),
 outbox AS (
-    -- Due at once (next_attempt_at defaults to now()); the dispatcher's claim index picks it up.
+    -- Due at once (next_attempt_at defaults to now()); the dispatcher's claim index picks them up.
     INSERT INTO sms_outbox (kind, message_id, provider)
     SELECT 'send_sms', message.id, message.provider
     FROM message
@@ -120,9 +140,11 @@ created AS (
     SELECT message.id, 'created', 'pending', message.provider
     FROM message
 )
-SELECT id, conversation_id, from_number, to_number, provider, segments, encoding, created_at,
-       request_hash
-FROM message;
+SELECT m.id, m.conversation_id, m.from_number, m.to_number, m.provider, m.segments, m.encoding,
+       m.created_at, m.request_hash
+FROM message m
+JOIN input i ON i.id = m.id
+ORDER BY i.ord;
 
 -- name: messages_by_idempotency_key
 -- Served by the UNIQUE (api_key_id, idempotency_key) index: the message a key already created.

@@ -1,0 +1,36 @@
+"""What the API's handlers work with, built once by the lifespan (api.app) and typed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+
+from shared.config import Settings
+from shared.providers.base import Provider
+from shared.wakeup import Wakeup
+
+# The key of the AppState in the lifespan state, which the server copies into every request.
+STATE_KEY: Final = "app_state"
+
+
+@dataclass(frozen=True)
+class AppState:
+    """The settings, the pool, the provider clients (by name, configured ones only) and the
+    dispatcher wake-up: the real things the composition root made."""
+
+    settings: Settings
+    pool: AsyncConnectionPool[Any]
+    providers: Mapping[str, Provider]
+    wakeup: Wakeup
+
+
+def state(request: Request) -> AppState:
+    """The running app's AppState; a request served without the lifespan is a programming error."""
+    found = request.scope.get("state", {}).get(STATE_KEY)
+    if not isinstance(found, AppState):
+        raise RuntimeError("the API's lifespan did not run: no AppState in the request")
+    return found

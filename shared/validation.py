@@ -1,0 +1,292 @@
+"""What a valid send request is: every problem of its fields, found without I/O.
+
+Both send paths (POST /sms/send and POST /sms/send/batch) walk their input through here; smsctl
+checks its recipient and body here too. The checks that need the database (does the named sender
+exist, which pair a conversation belongs to) only read, and `judge_references` gives the verdict.
+Nothing here imports psycopg, httpx, starlette or a provider SDK (import-linter checks it).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
+from uuid import UUID
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+from shared.config import Settings
+
+MAX_BODY_CHARS: Final = 1600
+# Longer input is not a phone number; phonenumbers need not look at it.
+MAX_NUMBER_INPUT: Final = 64
+# Number types that can receive an SMS everywhere. VOIP numbers often can (and a provider refuses
+# the rest with a permanent error), so they are accepted rather than refusing real users.
+SMS_CAPABLE: Final = frozenset(
+    {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE, PhoneNumberType.VOIP}
+)
+# By country calling code, more types that can. NANP: toll-free numbers can be text-enabled, and
+# 5XX personal-communication numbers (Twilio's test numbers among them) are routed like mobiles.
+SMS_CAPABLE_BY_COUNTRY: Final = {
+    1: frozenset({PhoneNumberType.TOLL_FREE, PhoneNumberType.PERSONAL_NUMBER}),
+}
+_TYPE_NAMES: Final = {
+    value: name.lower() for name, value in vars(PhoneNumberType).items() if name.isupper()
+}
+SEND_FIELDS: Final = ("to", "body", "from", "conversation_id")
+BATCH_FIELDS: Final = ("messages",)
+MAX_BATCH: Final = 1000
+# The header is the field its problems name.
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY: Final = 255
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation error: the field, a stable code, and a readable message."""
+
+    field: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SendInput:
+    """One message's fields after the checks that need no database; None where unusable.
+
+    `from_named` says whether the request gave a `from` at all (even an unusable one): then the
+    default sender does not stand in for it.
+    """
+
+    to: str | None
+    body: str | None
+    from_number: str | None
+    conversation_id: UUID | None
+    from_named: bool
+
+
+class KnownSender(Protocol):
+    """What the verdict needs of a sender row (shared.senders.Sender is one)."""
+
+    @property
+    def phone_number(self) -> str: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+
+S = TypeVar("S", bound=KnownSender)
+
+
+def to_e164(number: str, region: str) -> str | None:
+    """`number` as E.164 when phonenumbers can parse it (without judging validity), else None."""
+    try:
+        parsed = phonenumbers.parse(number, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_recipient(raw: str, settings: Settings, field: str = "to") -> tuple[str, list[Problem]]:
+    """`raw` as E.164 and the problems that forbid texting it (none when it may be texted)."""
+    try:
+        if len(raw) > MAX_NUMBER_INPUT:
+            raise phonenumbers.NumberParseException(phonenumbers.NumberParseException.TOO_LONG, "")
+        number = phonenumbers.parse(raw, settings.default_region)
+    except phonenumbers.NumberParseException:
+        return "", [Problem(field, "invalid_number", "not a phone number")]
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(number):
+        return e164, [Problem(field, "invalid_number", "not a valid phone number")]
+    problems: list[Problem] = []
+    region = phonenumbers.region_code_for_number(number)
+    if settings.allowed_countries and region not in settings.allowed_countries:
+        allowed = ", ".join(sorted(settings.allowed_countries))
+        problems.append(
+            Problem(field, "country_not_allowed", f"country {region} is not allowed ({allowed})")
+        )
+    kind = phonenumbers.number_type(number)
+    capable = SMS_CAPABLE | SMS_CAPABLE_BY_COUNTRY.get(number.country_code or 0, frozenset())
+    if kind not in capable:
+        name = _TYPE_NAMES.get(kind, "unknown")
+        problems.append(
+            Problem(field, "number_type_not_allowed", f"a {name} number cannot receive SMS")
+        )
+    return e164, problems
+
+
+def normalize_body(raw: str) -> str:
+    """The body as stored: Windows line ends (CRLF) become newlines; nothing else changes."""
+    return raw.replace("\r\n", "\n")
+
+
+def check_body(body: str, field: str = "body") -> list[Problem]:
+    """Problems of a (normalized) body: empty, too long, control or unencodable characters."""
+    if not body.strip():
+        return [Problem(field, "empty", "must contain text")]
+    problems: list[Problem] = []
+    if len(body) > MAX_BODY_CHARS:
+        problems.append(
+            Problem(field, "too_long", f"{len(body)} characters, at most {MAX_BODY_CHARS}")
+        )
+    controls = [
+        i for i, c in enumerate(body) if unicodedata.category(c) == "Cc" and c not in "\n\t"
+    ]
+    if controls:
+        first = controls[0]
+        problems.append(
+            Problem(
+                field,
+                "control_characters",
+                f"control character U+{ord(body[first]):04X} at position {first}; "
+                "only newline and tab are allowed",
+            )
+        )
+    if any(unicodedata.category(c) == "Cs" for c in body):
+        problems.append(Problem(field, "invalid_characters", "contains unpaired surrogates"))
+    return problems
+
+
+def check_idempotency_key(value: str | None) -> list[Problem]:
+    """1-255 printable ASCII characters, when the header is present."""
+    if value is None:
+        return []
+    if 0 < len(value) <= MAX_IDEMPOTENCY_KEY and value.isascii() and value.isprintable():
+        return []
+    return [
+        Problem(
+            IDEMPOTENCY_HEADER,
+            "invalid_idempotency_key",
+            f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+        )
+    ]
+
+
+def _string(payload: dict[str, Any], name: str, problems: list[Problem]) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(Problem(name, "invalid_type", "must be a string"))
+        return None
+    return value
+
+
+def parse_send(payload: dict[str, Any], settings: Settings) -> tuple[SendInput, list[Problem]]:
+    """Check one message's shape, recipient, body, sender number and conversation id format."""
+    problems = [
+        Problem(name, "unknown_field", f"unknown field; expected {', '.join(SEND_FIELDS)}")
+        for name in payload
+        if name not in SEND_FIELDS
+    ]
+    to: str | None = None
+    raw_to = _string(payload, "to", problems)
+    if raw_to is None and payload.get("to") is None:
+        problems.append(Problem("to", "required", "the recipient's phone number is required"))
+    elif raw_to is not None:
+        e164, found = check_recipient(raw_to, settings)
+        problems += found
+        to = e164 or None
+    body: str | None = None
+    raw_body = _string(payload, "body", problems)
+    if raw_body is None and payload.get("body") is None:
+        problems.append(Problem("body", "required", "the message text is required"))
+    elif raw_body is not None:
+        body = normalize_body(raw_body)
+        found = check_body(body)
+        problems += found
+        body = None if found else body
+    from_number: str | None = None
+    raw_from = _string(payload, "from", problems)
+    if raw_from is not None:
+        from_number = to_e164(raw_from, settings.default_region)
+        if from_number is None:
+            problems.append(Problem("from", "invalid_number", "not a phone number"))
+    conversation_id: UUID | None = None
+    raw_conversation = _string(payload, "conversation_id", problems)
+    if raw_conversation is not None:
+        try:
+            conversation_id = UUID(raw_conversation)
+        except ValueError:
+            problems.append(Problem("conversation_id", "invalid_uuid", "must be a UUID"))
+    from_named = payload.get("from") is not None
+    return SendInput(to, body, from_number, conversation_id, from_named), problems
+
+
+def prefixed(index: int, problems: list[Problem]) -> list[Problem]:
+    """`problems` of the batch's item `index`, their fields named `messages[index].field`."""
+    return [Problem(f"messages[{index}].{p.field}", p.code, p.message) for p in problems]
+
+
+def parse_batch(
+    payload: dict[str, Any], settings: Settings
+) -> tuple[list[SendInput], list[Problem]]:
+    """Each item through parse_send, and every problem of the envelope and the items at once."""
+    problems = [
+        Problem(name, "unknown_field", f"unknown field; expected {', '.join(BATCH_FIELDS)}")
+        for name in payload
+        if name not in BATCH_FIELDS
+    ]
+    items = payload.get("messages")
+    if items is None:
+        problems.append(Problem("messages", "required", "a list of messages is required"))
+        return [], problems
+    if not isinstance(items, list):
+        problems.append(Problem("messages", "invalid_type", "must be a list of messages"))
+        return [], problems
+    if not items:
+        problems.append(Problem("messages", "empty", "at least one message is required"))
+        return [], problems
+    if len(items) > MAX_BATCH:
+        problems.append(
+            Problem("messages", "too_many", f"{len(items)} messages, at most {MAX_BATCH}")
+        )
+        return [], problems
+    parsed: list[SendInput] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(Problem(f"messages[{index}]", "invalid_type", "must be an object"))
+            parsed.append(SendInput(None, None, None, None, from_named=False))
+            continue
+        given, found = parse_send(item, settings)
+        problems += prefixed(index, found)
+        parsed.append(given)
+    return parsed, problems
+
+
+def judge_references(
+    given: SendInput, named: S | None, default: S | None, pair: tuple[str, str] | None
+) -> tuple[S | None, list[Problem]]:
+    """The sender to use, and the problems with `from` and `conversation_id`, given what the
+    database holds: `named` is the row of the `from` number (None if none or not looked up),
+    `default` the default sender, `pair` the (from, to) of the named conversation (None if none)."""
+    problems: list[Problem] = []
+    sender: S | None = None
+    if given.from_number is not None:
+        if named is None:
+            problems.append(Problem("from", "unknown_sender", "not one of our sender numbers"))
+        elif not named.enabled:
+            problems.append(Problem("from", "sender_disabled", "this sender is disabled"))
+        else:
+            sender = named
+    elif not given.from_named:
+        sender = default
+        if sender is None:
+            problems.append(
+                Problem("from", "no_default_sender", "no default sender is set; name one")
+            )
+    if given.conversation_id is not None:
+        if pair is None:
+            problems.append(
+                Problem("conversation_id", "unknown_conversation", "no such conversation")
+            )
+        elif sender is not None and pair != (sender.phone_number, given.to):
+            problems.append(
+                Problem(
+                    "conversation_id",
+                    "conversation_mismatch",
+                    "the conversation is between another sender and recipient",
+                )
+            )
+    return sender, problems
