@@ -22,7 +22,7 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools
 
 .PHONY: run
 run: $(STAMP) ## Start PostgreSQL (embedded unless DATABASE_URL is set), migrate, and run the Procfile
-	$(BIN)/python -m shared.devstack
+	$(BIN)/python -m tooling.devstack
 
 .PHONY: migrate
 migrate: $(STAMP) ## Apply pending migrations to DATABASE_URL
@@ -32,6 +32,10 @@ migrate: $(STAMP) ## Apply pending migrations to DATABASE_URL
 test: $(STAMP) ## Run the whole test suite against an embedded PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: unit
+unit: $(STAMP) ## Run only the unit tier (tests/unit: no database, seconds)
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
@@ -40,6 +44,10 @@ $(BENCH_STAMP): $(STAMP)
 .PHONY: bench
 bench: $(BENCH_STAMP) ## Measure enqueue and dispatch against this machine's limits and pgqueuer (writes bench/results/latest.json)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+.PHONY: chaos
+chaos: $(BENCH_STAMP) ## Fault harness: inject faults under load, count lost/doubled/stuck messages (CHAOS_ARGS=--quick for CI)
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code

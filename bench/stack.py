@@ -21,8 +21,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared import apikeys
-from shared.devstack import provider_env
 from shared.migrate import migrate
+from tooling.devstack import provider_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "sms_bench"
@@ -143,7 +143,7 @@ class Stack:
     # -- environment -------------------------------------------------------------------------
 
     def build_env(self, **extra: str) -> dict[str, str]:
-        """The processes' environment: simulator wiring from shared.devstack, plus `extra`."""
+        """The processes' environment: simulator wiring from tooling.devstack, plus `extra`."""
         env = dict(os.environ)
         for name in ("TWILIO_ACCOUNT_SID", "SIGNALWIRE_PROJECT_ID"):  # never real providers
             env.pop(name, None)

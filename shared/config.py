@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from shared.errors import ConfigError
 
 PROVIDERS = ("twilio", "signalwire")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -113,6 +114,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     provider = environ.get("SMS_PROVIDER", "twilio").strip().lower() or "twilio"
     if provider not in PROVIDERS:
         raise ConfigError(f"SMS_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    log_level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     policy = environ.get("RETRY_POLICY", "fixed").strip().lower() or "fixed"
     if policy not in ("fixed", "exponential"):
         raise ConfigError(f"RETRY_POLICY must be fixed or exponential, got {policy!r}")
@@ -125,7 +129,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_request_bytes=_int(environ, "MAX_REQUEST_BYTES", 64 * 1024),
         max_batch_request_bytes=_int(environ, "MAX_BATCH_REQUEST_BYTES", 2 * 1024 * 1024),
         log_unmasked_numbers=_bool(environ, "LOG_UNMASKED_NUMBERS", False),
-        log_level=environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        log_level=log_level,
         sms_provider=provider,
         twilio_account_sid=environ.get("TWILIO_ACCOUNT_SID", ""),
         twilio_auth_token=environ.get("TWILIO_AUTH_TOKEN", ""),

@@ -5,8 +5,9 @@ Point the SDKs at it with (these are the defaults; SIM_* variables or flags chan
   TWILIO_API_BASE_URL=http://127.0.0.1:8010
   SIGNALWIRE_PROJECT_ID=00000000-0000-4000-8000-000000000000  SIGNALWIRE_API_TOKEN=sim-token
   SIGNALWIRE_SPACE=127.0.0.1:8010  SIGNALWIRE_SIGNING_KEY=sim-signing-key
-Twilio test numbers: To +15005550001/2/3/4/9 and From +15005550001/7/8 are refused (DESIGN
-section 9); To +15005550011..14 are accepted and then fail delivery; any other number is accepted.
+Test numbers (both providers): To +15005550001/2/3/4/9 and From +15005550001/7/8 are refused
+(README: Test numbers); To +15005550011..14 are accepted and then fail delivery; any other number
+is accepted.
 Status callbacks: Twilio's start at sent (none for the initial queued, as Twilio does without a
 Messaging Service); SignalWire's at queued.
 A slow network in front of the provider: --ingress-delay-rate 0.2 holds a fifth of the sends

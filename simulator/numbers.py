@@ -1,4 +1,4 @@
-"""Test numbers (DESIGN section 9): which sends each provider refuses, and the error texts."""
+"""Test numbers (README: Test numbers): which sends each provider refuses, and the error texts."""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 from uuid import UUID
 
@@ -9,8 +12,8 @@ import psycopg
 import pytest
 
 from shared import apikeys
-from shared.cli import main
 from shared.wakeup import CHANNEL
+from tooling.cli import main
 
 TO = "+14155552671"
 
@@ -104,3 +107,21 @@ def test_send_refuses_bad_input_and_unknown_senders(
     assert main(["send", "--to", TO, "--body", "x", "--from", "+14155550100"]) == 1
     assert "number_type_not_allowed" in capsys.readouterr().err
     assert db.execute("SELECT count(*) FROM sms_messages").fetchone() == (0,)
+
+
+def test_a_closed_pipe_ends_quietly(db_url: str) -> None:
+    """`smsctl list | head`, the reader gone before smsctl writes: exit 0, nothing on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tooling.cli", "list"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "DATABASE_URL": db_url},
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, b"")

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from shared.cli import main
+from tooling.cli import main
 
 TO = "+14155552671"
 SENDER = "+15005550006"
@@ -217,6 +217,28 @@ def test_senders(capsys: pytest.CaptureFixture[str], db: psycopg.Connection[Any]
     rows = {r["phone_number"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["+15005550010"]["enabled"] is False
     assert rows["+15005550010"]["provider"] == "signalwire"
+
+
+def test_senders_set_default(
+    capsys: pytest.CaptureFixture[str], db: psycopg.Connection[Any]
+) -> None:
+    """`senders set-default N` makes N the only default; an unknown or disabled N is refused (1)
+    and the default stays where it was."""
+    assert main(["senders", "add", "+15005550010", "--provider", "signalwire"]) == 0
+    assert main(["senders", "add", "+15005550020", "--provider", "twilio"]) == 0
+    assert main(["senders", "set-default", "+15005550020"]) == 0
+    assert main(["senders", "set-default", "+15005550010"]) == 0
+    assert "default sender is now +15005550010" in capsys.readouterr().err
+
+    def defaults() -> list[tuple[str, ...]]:
+        return db.execute("SELECT phone_number FROM sms_senders WHERE is_default").fetchall()
+
+    assert defaults() == [("+15005550010",)]
+    assert main(["senders", "disable", "+15005550020"]) == 0
+    assert main(["senders", "set-default", "+15005550020"]) == 1
+    assert main(["senders", "set-default", "+15005550099"]) == 1
+    assert main(["senders", "set-default", "not a number"]) == 2
+    assert defaults() == [("+15005550010",)]
 
 
 def test_api_keys_list_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,12 +16,13 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from shared import apikeys, cli_actions, cli_reports, messages, senders, wakeup
-from shared.cli_reports import OK, REFUSED, USAGE, print_json
+from shared import apikeys, messages, senders, validation, wakeup
 from shared.config import PROVIDERS, Settings, load_settings
 from shared.errors import ConfigError
 from shared.lifecycle import STATUSES
-from shared.retention import DEFAULT_BATCH
+from tooling import cli_actions, cli_reports
+from tooling.cli_reports import OK, REFUSED, USAGE, print_json
+from tooling.retention import DEFAULT_BATCH
 
 Command = Callable[[AsyncConnection[Any], argparse.Namespace, Settings], Awaitable[int]]
 
@@ -85,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("id", help="message id")
     cancel.set_defaults(func=_plain(cli_actions.cancel))
 
-    sender = commands.add_parser("senders", help="list, add and disable sender numbers")
+    sender = commands.add_parser(
+        "senders", help="list, add and disable sender numbers, and pick the default"
+    )
     sender_commands = sender.add_subparsers(dest="sender_command", required=True)
     _reader(sender_commands.add_parser("list", help="every sender")).set_defaults(
         func=_plain(cli_reports.senders_list)
@@ -97,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     disable = sender_commands.add_parser("disable", help="refuse a number as 'from' from now on")
     disable.add_argument("number")
     disable.set_defaults(func=cli_actions.senders_disable)
+    default = sender_commands.add_parser(
+        "set-default",
+        help="send from this number when a request names no 'from' (until the API's next start"
+        " makes the configured SMS_PROVIDER number the default again)",
+    )
+    default.add_argument("number")
+    default.set_defaults(func=cli_actions.senders_set_default)
 
     alerts = _reader(commands.add_parser("alerts", help="recent alerts, newest first"))
     alerts.add_argument("--limit", type=int, default=50)
@@ -144,9 +154,9 @@ async def _keys_revoke(conn: AsyncConnection[Any], args: argparse.Namespace) -> 
 
 
 async def _send(conn: AsyncConnection[Any], args: argparse.Namespace, settings: Settings) -> int:
-    to, problems = messages.check_recipient(args.to, settings, field="--to")
-    body = messages.normalize_body(args.body)
-    problems += messages.check_body(body, field="--body")
+    to, problems = validation.check_recipient(args.to, settings, field="--to")
+    body = validation.normalize_body(args.body)
+    problems += validation.check_body(body, field="--body")
     if problems:
         for p in problems:
             print(f"smsctl: {p.field}: {p.code}: {p.message}", file=sys.stderr)
@@ -156,7 +166,7 @@ async def _send(conn: AsyncConnection[Any], args: argparse.Namespace, settings: 
         if args.from_number is None:
             sender = await senders.default_sender(conn)
         else:
-            number = senders.to_e164(args.from_number, settings.default_region)
+            number = validation.to_e164(args.from_number, settings.default_region)
             sender = None if number is None else await senders.lookup(conn, number)
     if sender is None or not sender.enabled:
         return _fail(REFUSED, "no such enabled sender (see sms_senders)")
@@ -185,6 +195,18 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `smsctl` console script; returns the exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except BrokenPipeError:
+        # The reader went away (`smsctl list | head`): stop quietly, as other tools do, and point
+        # stdout at /dev/null so the interpreter's own flush at exit has nowhere to fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)

@@ -1,4 +1,4 @@
-"""smsctl's commands that change things: retry, cancel, senders add/disable, prune."""
+"""smsctl's commands that change things: retry, cancel, senders add/disable/set-default, prune."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Rollback
 
-from shared import operations, retention, wakeup
-from shared.cli_reports import OK, REFUSED, USAGE, fail, parse_message_id
+from shared import operations, wakeup
 from shared.config import PROVIDERS, Settings
 from shared.queries import q
-from shared.senders import to_e164
-from shared.timespec import parse_duration, parse_when
+from shared.validation import to_e164
+from tooling import retention
+from tooling.cli_reports import OK, REFUSED, USAGE, fail, parse_message_id
+from tooling.timespec import parse_duration, parse_when
 
 
 def _actor() -> str:
@@ -99,6 +100,27 @@ async def senders_disable(
     if disabled is None:
         return fail(REFUSED, f"no enabled sender {number}")
     print(f"disabled sender {number}; queued messages from it still go out", file=sys.stderr)
+    return OK
+
+
+async def senders_set_default(
+    conn: AsyncConnection[Any], args: argparse.Namespace, settings: Settings
+) -> int:
+    number = to_e164(args.number, settings.default_region)
+    if number is None:
+        return fail(USAGE, f"not a phone number: {args.number}")
+    # The queries and lock of the API's start-up registration, so the two never leave two
+    # defaults; the clear is undone when the number turns out not to be an enabled sender.
+    async with conn.transaction():
+        await conn.execute(q("senders_lock"))
+        await conn.execute(q("senders_clear_default"), {"phone_number": number})
+        cur = await conn.execute(q("senders_set_default"), {"phone_number": number})
+        done = await cur.fetchone() is not None
+        if not done:
+            raise Rollback()
+    if not done:
+        return fail(REFUSED, f"no enabled sender {number} (see smsctl senders list)")
+    print(f"default sender is now {number}", file=sys.stderr)
     return OK
 
 

@@ -14,10 +14,10 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from shared import messages, operations, senders
+from shared import messages, operations, validation
 from shared.config import Settings
 from shared.queries import q
-from shared.timespec import parse_when
+from tooling.timespec import parse_when
 
 OK, REFUSED, USAGE = 0, 1, 2
 LIST_COLUMNS: Final = ("id", "created_at", "delivery_status", "provider", "from_number",
@@ -111,7 +111,7 @@ async def list_messages(
 ) -> int:
     number = None
     if args.number is not None:
-        number = senders.to_e164(args.number, settings.default_region)
+        number = validation.to_e164(args.number, settings.default_region)
         if number is None:
             return fail(USAGE, f"--number: not a phone number: {args.number}")
     conversation_id = None

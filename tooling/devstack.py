@@ -1,14 +1,17 @@
 """`make run`: PostgreSQL (embedded under .data/ unless DATABASE_URL is set), migrations, a dev API
 key, the simulator when no provider credentials are set, then the Procfile's processes under honcho.
 
-Ctrl-C (or SIGTERM) stops the processes, then the embedded database.
+Ctrl-C (or SIGTERM) stops the processes, then the embedded database. A second `make run` while
+one is up says so and exits 1 before it touches anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +19,7 @@ import urllib.request
 from collections.abc import MutableMapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -27,6 +30,8 @@ from shared.migrate import migrate
 
 DATA_DIR = Path(".data")
 DEV_KEY_FILE = DATA_DIR / "dev-api-key"
+# Held (flock) for as long as a `make run` is up; the kernel lets go when its process ends.
+LOCK_FILE = DATA_DIR / "make-run.lock"
 DATABASE_NAME = "sms_outbox"
 DEMO_TO = "+14155552671"
 
@@ -39,6 +44,40 @@ SIMULATOR_ENV = {
     "SIM_SIGNALWIRE_TOKEN": "sim-token",
     "SIM_SIGNALWIRE_SIGNING_KEY": "sim-signing-key",
 }
+
+
+def hold_lock(path: Path) -> tuple[IO[str] | None, str]:
+    """(the open lock file, "") while no other `make run` holds it, else (None, its pid)."""
+    path.parent.mkdir(exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        return None, holder
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle, ""
+
+
+def port_in_use(port: int) -> bool:
+    """Something answers on 127.0.0.1:`port` (where the Procfile's server would listen)."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def refusal(env: MutableMapping[str, str], simulated: bool) -> str | None:
+    """Why this `make run` must not start (a port it needs is taken), or None."""
+    names = ("API_PORT", "SIM_PORT") if simulated else ("API_PORT",)
+    for name in names:
+        port = env.get(name, "")
+        if port.isdigit() and port_in_use(int(port)):
+            return f"port {port} ({name}) is already in use; stop what listens there or set {name}"
+    return None
 
 
 def start_embedded_database() -> tuple[Any, str]:
@@ -111,6 +150,26 @@ def main() -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("API_PORT", "8000")
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['API_PORT']}")
+    # Before the database is started or migrated: a second stack must leave the first alone.
+    lock, holder = hold_lock(LOCK_FILE)
+    if lock is None:
+        print(
+            f"make run: another make run is already up (pid {holder or '?'}); use it, or stop it"
+            " (Ctrl-C in its terminal) first",
+            file=sys.stderr,
+        )
+        return 1
+    simulated = provider_env(env)
+    why = refusal(env, simulated)
+    if why is not None:
+        print(f"make run: {why}", file=sys.stderr)
+        lock.close()
+        return 1
+    with lock:
+        return _run(env, simulated)
+
+
+def _run(env: dict[str, str], simulated: bool) -> int:
     server = None
     if not env.get("DATABASE_URL"):
         server, env["DATABASE_URL"] = start_embedded_database()
@@ -118,7 +177,6 @@ def main() -> int:
     try:
         migrate(env["DATABASE_URL"])
         key = ensure_dev_key(env["DATABASE_URL"])
-        simulated = provider_env(env)
         names = [n for n in procfile_names() if simulated or n != "simulator"]
         honcho = Path(sys.executable).parent / "honcho"
         proc = subprocess.Popen([str(honcho), "start", *names], env=env)  # noqa: S603 - fixed argv

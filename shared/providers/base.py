@@ -14,7 +14,7 @@ from shared.errors import SmsOutboxError
 
 
 class Category(enum.StrEnum):
-    """Outcome class of a failed provider call (DESIGN section 5)."""
+    """Outcome class of a failed provider call; each comment says what the dispatcher does."""
 
     RETRYABLE = "retryable"  # 429, refused before the request left, "try later"
     PERMANENT = "permanent"  # invalid/unreachable number, opted out, body refused: never retry

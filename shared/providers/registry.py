@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 from shared.config import Settings
 from shared.providers.base import Provider
@@ -22,6 +23,20 @@ def configured(settings: Settings) -> list[str]:
     ):
         names.append("signalwire")
     return names
+
+
+# The setting that holds each provider's sender number.
+SENDER_VARIABLES: Final = {"twilio": "TWILIO_PHONE_NUMBER", "signalwire": "SIGNALWIRE_PHONE_NUMBER"}
+
+
+def without_sender(settings: Settings) -> list[str]:
+    """The configured providers whose sender number is not set: nothing goes out through them
+    unless an operator adds a sender (`smsctl senders add`)."""
+    numbers = {
+        "twilio": settings.twilio_phone_number,
+        "signalwire": settings.signalwire_phone_number,
+    }
+    return [name for name in configured(settings) if not numbers[name].strip()]
 
 
 async def open_providers(settings: Settings) -> dict[str, Provider]:

@@ -74,7 +74,7 @@ CONNECT_ERROR: Final = (R, "could not connect: the request never left")
 READ_TIMEOUT: Final = (A, "no answer in time after the request was sent: the message may exist")
 UNCLASSIFIED_4XX: Final = (P, "request refused with an unlisted error")
 
-# SignalWire's status words -> our lifecycle status (DESIGN section 4).
+# SignalWire's status words -> our lifecycle status (shared/lifecycle.py).
 STATUSES: Final[dict[str, str | None]] = {
     "queued": "queued",
     "initiated": "sending",

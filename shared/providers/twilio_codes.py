@@ -61,7 +61,7 @@ CONNECT_ERROR: Final = (R, "could not connect: the request never left")
 READ_TIMEOUT: Final = (A, "no answer in time after the request was sent: the message may exist")
 UNCLASSIFIED_4XX: Final = (P, "request refused with an unlisted error")
 
-# Twilio's status words -> our lifecycle status (DESIGN section 4). None: not a status of ours.
+# Twilio's status words -> our lifecycle status (shared/lifecycle.py). None: not a status of ours.
 STATUSES: Final[dict[str, str | None]] = {
     "accepted": "queued",
     "scheduled": "queued",

@@ -1,5 +1,5 @@
--- Operator queries shared by smsctl and the HTTP API (shared/operations.py, shared/retention.py,
--- shared/backlog.py): listing, cancel, requeue, the outbox report, senders, alerts, retention.
+-- Operator queries of smsctl and the HTTP API (shared/operations.py, tooling/cli_reports.py,
+-- tooling/retention.py): listing, cancel, requeue, the outbox report, senders, alerts, retention.
 
 -- name: ops_messages_list
 -- Newest first over (created_at, id), keyset-paged: the cursor is the last row's (created_at, id),
