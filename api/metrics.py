@@ -22,7 +22,7 @@ async def metrics_endpoint(request: Request) -> Response:
     try:
         async with state(request).pool.connection(timeout=QUEUE_TIMEOUT_SECONDS) as conn:
             async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(q("ops_outbox_depth"))
+                await cur.execute(q("outbox_depth"))
                 rows = await cur.fetchall()
         metrics.set_queue(rows)
     except Exception as e:

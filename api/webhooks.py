@@ -124,7 +124,7 @@ async def _callback_lag(conn: AsyncConnection[Any], message_id: UUID | None) -> 
     if message_id is None:
         return None
     async with conn.transaction():
-        cur = await conn.execute(q("ops_callback_lag"), {"id": message_id})
+        cur = await conn.execute(q("events_callback_lag"), {"id": message_id})
         row = await cur.fetchone()
     return None if row is None or row[0] is None else float(row[0])
 

@@ -191,7 +191,7 @@ class Sweeper:
         settings = self.settings
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                q("status_sweep_claim"),
+                q("messages_sweep_claim"),
                 {
                     "now": now,
                     "providers": list(allowed),
@@ -282,7 +282,7 @@ class Sweeper:
             return
         async with self.pool.connection() as conn:
             await conn.execute(
-                q("status_sweep_settle"),
+                q("messages_sweep_settle"),
                 {
                     "ids": [o.message_id for o in changed],
                     "recheck_in": [o.recheck_in for o in changed],

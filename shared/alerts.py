@@ -53,7 +53,7 @@ async def raise_final_failure(
     """
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            q("alerts_fail_message"),
+            q("messages_fail"),
             {
                 "now": now,
                 "message_id": message_id,
@@ -64,7 +64,7 @@ async def raise_final_failure(
             },
         )
         moved = await cur.fetchone()
-        await cur.execute(q("alerts_message_facts"), {"message_id": message_id})
+        await cur.execute(q("messages_alert_facts"), {"message_id": message_id})
         msg = await cur.fetchone()
         if msg is None or msg["delivery_status"] not in FAILED:
             log.warning(
@@ -184,7 +184,7 @@ async def raise_duplicate_send(
     recipient's owner or the provider. The new alert's id, or None when already alerted.
     """
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("alerts_message_facts"), {"message_id": message_id})
+        await cur.execute(q("messages_alert_facts"), {"message_id": message_id})
         msg = await cur.fetchone()
         if msg is None:
             return None
@@ -258,5 +258,5 @@ async def _insert(
         return None
     if deliver:
         # Delivered at commit, coalesced with any other wake-up of the same transaction.
-        await cur.execute(q("wakeup_notify"))
+        await cur.execute(q("outbox_wakeup_notify"))
     return int(row["id"])

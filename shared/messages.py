@@ -245,5 +245,5 @@ async def get_message(conn: AsyncConnection[Any], message_id: UUID) -> dict[str,
 async def get_events(conn: AsyncConnection[Any], message_id: UUID) -> list[dict[str, Any]]:
     """The message's events, oldest first."""
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("message_events_timeline"), {"message_id": message_id})
+        await cur.execute(q("events_timeline"), {"message_id": message_id})
         return await cur.fetchall()

@@ -113,7 +113,7 @@ async def list_messages(
         "limit": limit + 1,  # one more tells whether a next page exists
     }
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("ops_messages_list"), params, prepare=False)
+        await cur.execute(q("messages_list"), params, prepare=False)
         rows = await cur.fetchall()
     next_cursor = None
     if len(rows) > limit:
@@ -130,9 +130,9 @@ async def cancel(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) ->
     reached the provider (a cancel then could not promise the text stays unsent).
     """
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("ops_work_lock"), {"id": message_id})
+        await cur.execute(q("outbox_lock_for_operator"), {"id": message_id})
         work = await cur.fetchone()
-        await cur.execute(q("ops_message_lock"), {"id": message_id})
+        await cur.execute(q("messages_lock_for_operator"), {"id": message_id})
         msg = await cur.fetchone()
         if msg is None:
             raise NotFound(str(message_id))
@@ -145,7 +145,7 @@ async def cancel(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) ->
                 "a send attempt is in progress or unresolved; the provider may have the message",
                 status,
             )
-        await cur.execute(q("ops_message_cancel"), {"id": message_id, "actor": actor})
+        await cur.execute(q("messages_cancel"), {"id": message_id, "actor": actor})
         if await cur.fetchone() is None:  # pragma: no cover - the row lock makes this unreachable
             raise Refused("not_pending", "the message left pending meanwhile")
     log.info(
@@ -167,7 +167,7 @@ async def requeue(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) -
     provider accepted it: sending it again could deliver it twice).
     """
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("ops_message_lock"), {"id": message_id})
+        await cur.execute(q("messages_lock_for_operator"), {"id": message_id})
         msg = await cur.fetchone()
         if msg is None:
             raise NotFound(str(message_id))
@@ -180,7 +180,7 @@ async def requeue(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) -
                 "the provider accepted this message once; sending it again could double it",
                 status,
             )
-        await cur.execute(q("ops_message_requeue"), {"id": message_id, "actor": actor})
+        await cur.execute(q("messages_requeue"), {"id": message_id, "actor": actor})
         if await cur.fetchone() is None:  # pragma: no cover - the row lock makes this unreachable
             raise Refused("not_failed", "the message left failed meanwhile")
     log.info(
@@ -202,7 +202,7 @@ async def requeue_failed_since(
     Returns (requeued, skipped): skipped ones moved meanwhile. Each is its own transaction.
     """
     async with conn.transaction():
-        cur = await conn.execute(q("ops_failed_since"), {"since": since})
+        cur = await conn.execute(q("messages_failed_since"), {"since": since})
         ids = [row[0] for row in await cur.fetchall()]
     done: list[UUID] = []
     skipped: list[UUID] = []

@@ -91,13 +91,13 @@ async def apply_update(
 async def _lock_message(conn: AsyncConnection[Any], update: StatusUpdate) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         if update.message_id is not None:
-            await cur.execute(q("status_lock_by_id"), {"message_id": update.message_id})
+            await cur.execute(q("messages_lock_by_id"), {"message_id": update.message_id})
             row = await cur.fetchone()
             if row is not None:
                 return row
         if update.sid:
             await cur.execute(
-                q("status_lock_by_sid"), {"provider": update.provider, "sid": update.sid}
+                q("messages_lock_by_sid"), {"provider": update.provider, "sid": update.sid}
             )
             return await cur.fetchone()
     return None
@@ -185,7 +185,7 @@ async def _record_sid(
     """Give the message its first sid; False when another message already owns that sid."""
     async with conn.cursor() as cur:
         await cur.execute(
-            q("status_record_sid"), {"message_id": message_id, "provider": provider, "sid": sid}
+            q("messages_record_sid"), {"message_id": message_id, "provider": provider, "sid": sid}
         )
         return cur.rowcount == 1
 
@@ -203,7 +203,7 @@ async def _move(
     """Carry out a Move: the guarded transition, the failure alert, the `previous -> new` log."""
     async with conn.cursor() as cur:
         await cur.execute(
-            q("status_transition"),
+            q("messages_transition"),
             {
                 "message_id": message_id,
                 "status": move.to,
@@ -256,7 +256,7 @@ async def _duplicate_send(
     """Record a detected double send once per stray sid: event, counter, one operator alert."""
     async with conn.cursor() as cur:
         await cur.execute(
-            q("status_record_duplicate_send"),
+            q("events_record_duplicate_send"),
             {
                 "message_id": message_id,
                 "provider": update.provider,
@@ -296,7 +296,7 @@ async def _record(
         "error_code": update.error_code,
         "detail": Jsonb({"source": source, "payload": _scrubbed(update.raw)}),
     }
-    query = "status_record_callback" if source == "callback" else "status_record_sweep"
+    query = "events_record_callback" if source == "callback" else "events_record_sweep"
     async with conn.cursor() as cur:
         await cur.execute(q(query), params)
         return await cur.fetchone() is not None

@@ -23,7 +23,7 @@ CHANNEL = "sms_outbox_wakeup"
 async def notify(conn: AsyncConnection[Any]) -> None:
     """Send one wake-up now on `conn` (its own transaction), for one-off callers such as smsctl."""
     async with conn.transaction():
-        await conn.execute(q("wakeup_notify"))
+        await conn.execute(q("outbox_wakeup_notify"))
 
 
 class Wakeup:

@@ -79,7 +79,7 @@ async def senders_add(
         return fail(USAGE, f"--provider must be one of {', '.join(PROVIDERS)}")
     async with conn.transaction():
         cur = await conn.execute(
-            q("ops_senders_add"), {"phone_number": number, "provider": args.provider}
+            q("senders_add"), {"phone_number": number, "provider": args.provider}
         )
         added = await cur.fetchone()
     if added is None:
@@ -95,7 +95,7 @@ async def senders_disable(
     if number is None:
         return fail(USAGE, f"not a phone number: {args.number}")
     async with conn.transaction():
-        cur = await conn.execute(q("ops_senders_disable"), {"phone_number": number})
+        cur = await conn.execute(q("senders_disable"), {"phone_number": number})
         disabled = await cur.fetchone()
     if disabled is None:
         return fail(REFUSED, f"no enabled sender {number}")

@@ -141,9 +141,9 @@ async def list_messages(
 
 
 async def outbox(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
-    depth = await _rows(conn, "ops_outbox_depth")
-    leases = await _rows(conn, "ops_outbox_leases")
-    pauses = await _rows(conn, "ops_provider_pauses")
+    depth = await _rows(conn, "outbox_depth")
+    leases = await _rows(conn, "outbox_leases")
+    pauses = await _rows(conn, "provider_pauses_list")
     if args.json:
         print_json({"depth": depth, "leases": leases, "paused_providers": pauses})
         return OK
@@ -157,7 +157,7 @@ async def outbox(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
 
 
 async def alerts(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
-    rows = await _rows(conn, "ops_alerts_recent", limit=args.limit)
+    rows = await _rows(conn, "alerts_recent", limit=args.limit)
     if args.json:
         print_json(rows)
     else:
@@ -179,7 +179,7 @@ async def alerts(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
 
 
 async def senders_list(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
-    rows = await _rows(conn, "ops_senders_list")
+    rows = await _rows(conn, "senders_list")
     if args.json:
         print_json(rows)
     else:

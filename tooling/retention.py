@@ -36,12 +36,12 @@ async def prune(
     if batch < 1:
         raise ValueError("batch must be at least 1")
     messages = events = 0
-    for name in ("ops_prune_messages", "ops_prune_orphan_events"):
+    for name in ("messages_prune", "events_prune_orphans"):
         while True:
             async with conn.transaction():
                 cur = await conn.execute(q(name), {"older_than": older_than, "batch": batch})
                 removed = len(await cur.fetchall())
-            if name == "ops_prune_messages":
+            if name == "messages_prune":
                 messages += removed
             else:
                 events += removed

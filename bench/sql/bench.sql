@@ -1,7 +1,7 @@
 -- Queries of the benchmark only (bench/). Loaded with shared.queries.parse; never used by the service.
 
 -- name: bench_seed_messages
--- What N calls of shared.messages.enqueue (sql/queries/api.sql messages_enqueue) leave behind,
+-- What N calls of shared.messages.enqueue (sql/queries/messages.sql messages_enqueue) leave behind,
 -- in one statement and one transaction: the (from, to) threads, the pending messages, one due
 -- outbox row and one 'created' event each. Threads are inserted DISTINCT: one multi-row
 -- ON CONFLICT DO UPDATE may not touch the same row twice. All rows become visible at one commit,

@@ -1,50 +1,4 @@
--- Final-failure and operator alerts (shared/alerts.py) and their delivery (dispatcher).
-
--- name: alerts_fail_message
--- The final failure of a message as one guarded UPDATE: only from a status that may still become
--- `failed` (%(sources)s, from shared.lifecycle), so a message that was delivered, canceled or already
--- failed is left alone. The prior status is read under the row lock to log `prior -> failed`; the
--- transition event and the conversation's last_message_at are written in the same statement.
-WITH clock AS (
-    SELECT coalesce(%(now)s::timestamptz, now()) AS now
-),
-prior AS (
-    SELECT m.id, m.delivery_status
-    FROM sms_messages m
-    WHERE m.id = %(message_id)s AND m.delivery_status = ANY(%(sources)s::text[])
-    FOR UPDATE
-),
-moved AS (
-    UPDATE sms_messages m
-    SET delivery_status = 'failed', error_code = %(error_code)s,
-        error_category = %(error_category)s, error_message = %(error_message)s,
-        final_at = clock.now, updated_at = clock.now
-    FROM prior, clock
-    WHERE m.id = prior.id
-    RETURNING m.id, m.conversation_id, m.provider, m.provider_sid, prior.delivery_status AS prior_status
-),
-touched AS (
-    UPDATE sms_conversations c
-    SET last_message_at = greatest(c.last_message_at, clock.now)
-    FROM moved, clock
-    WHERE c.id = moved.conversation_id
-),
-events AS (
-    INSERT INTO sms_message_events
-        (message_id, event_type, from_status, to_status, provider, provider_sid, error_code,
-         error_category, detail, occurred_at)
-    SELECT moved.id, 'transition', moved.prior_status, 'failed', moved.provider,
-           moved.provider_sid, %(error_code)s, %(error_category)s,
-           jsonb_build_object('reason', %(error_message)s::text), clock.now
-    FROM moved, clock
-)
-SELECT prior_status FROM moved;
-
--- name: alerts_message_facts
--- What a final-failure alert says about its message (the body is never part of it).
-SELECT id, conversation_id, from_number, to_number, provider, attempts, request_id, delivery_status
-FROM sms_messages
-WHERE id = %(message_id)s;
+-- sms_alerts: final failures and operator alerts, and their delivery.
 
 -- name: alerts_insert
 -- One alert row; a second final-failure alert for the same message does nothing (unique partial
@@ -100,3 +54,11 @@ SET delivery_state = %(state)s::text,
                         THEN coalesce(%(now)s::timestamptz, now()) END
 WHERE id = %(alert_id)s AND delivery_state = 'pending'
 RETURNING id;
+
+-- name: alerts_recent
+-- The newest alerts first (sms_alerts is small: one row per final failure or config episode).
+SELECT id, kind, message_id, provider, error_code, error_category, error_message, delivery_state,
+       created_at, delivered_at
+FROM sms_alerts
+ORDER BY id DESC
+LIMIT %(limit)s;

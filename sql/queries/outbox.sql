@@ -10,6 +10,37 @@
 -- * outbox.attempt_started_at set on a claimed row means an earlier attempt may have reached the
 --   provider and was never resolved: the claimer reconciles before any resend.
 
+-- name: outbox_wakeup_notify
+-- Sent on its own connection after the enqueue committed, never inside it: NOTIFY takes a
+-- cluster-wide lock at commit and so serializes every committing enqueue.
+NOTIFY sms_outbox_wakeup;
+
+-- name: outbox_lock_for_operator
+-- Cancel locks the message's outbox row first, then the message: the dispatcher takes the same
+-- order (claim the row, later update the message), so the two never deadlock. Holding this lock
+-- makes a concurrent claim skip the row (SKIP LOCKED); a row already leased is reported.
+SELECT id, state, attempt_started_at
+FROM sms_outbox
+WHERE message_id = %(id)s
+FOR UPDATE;
+
+-- name: outbox_depth
+-- Depth and due age by kind and state, from the view (the outbox is small by design: finished
+-- work leaves it, so counting it is cheap enough for every scrape).
+SELECT kind, state, depth, due, oldest_due_seconds, expired_leases
+FROM sms_queue_health
+ORDER BY kind, state;
+
+-- name: outbox_leases
+-- Work held per dispatcher: how many rows each lease owner has, and how many of those expired.
+SELECT lease_owner, count(*) AS leased,
+       count(*) FILTER (WHERE lease_expires_at <= now()) AS expired,
+       min(lease_expires_at) AS first_expiry
+FROM sms_outbox
+WHERE state = 'leased'
+GROUP BY lease_owner
+ORDER BY lease_owner;
+
 -- name: outbox_claim_due
 -- One statement takes up to %(limit)s due rows (fresh, retry-due, or with an expired lease) for
 -- %(owner)s. SKIP LOCKED lets concurrent claimers pass each other without waiting or sharing a row;
@@ -288,25 +319,3 @@ events AS (
     WHERE %(missed)s::boolean
 )
 SELECT r.id, r.next_attempt_at FROM moved r;
-
--- name: provider_pauses_open
--- A config error pauses the provider. Only the first failure of an episode inserts the row (and so
--- alerts the operator); while a pause is running, more failures from in-flight sends change nothing;
--- once it has run out, the next failure doubles it, up to the cap. `opened` is true on insert.
--- A successful send deletes the row (outbox_record_sent), which ends the episode.
-WITH clock AS (
-    SELECT coalesce(%(now)s::timestamptz, now()) AS now
-)
-INSERT INTO sms_provider_pauses AS p (provider, paused_until, failures, error_code, reason, updated_at)
-SELECT %(provider)s, clock.now + make_interval(secs => %(base_seconds)s::float8), 1,
-       %(error_code)s, %(reason)s, clock.now
-FROM clock
-ON CONFLICT (provider) DO UPDATE
-SET failures = CASE WHEN p.paused_until > EXCLUDED.updated_at THEN p.failures ELSE p.failures + 1 END,
-    paused_until = CASE
-        WHEN p.paused_until > EXCLUDED.updated_at THEN p.paused_until
-        ELSE EXCLUDED.updated_at + make_interval(secs => least(
-            %(cap_seconds)s::float8, %(base_seconds)s::float8 * 2 ^ least(p.failures, 30)))
-        END,
-    error_code = EXCLUDED.error_code, reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at
-RETURNING (xmax = 0) AS opened, failures, paused_until;
