@@ -1,7 +1,7 @@
 """Enqueue: sustained POST /sms/send through the API, and the same transaction in pgbench.
 
-pgbench runs the API's own enqueue statement (messages_enqueue from sql/queries/messages.sql, with the
-parameters written in as the API would bind them) between BEGIN and COMMIT, so `enqueue_ratio`
+pgbench runs the API's own enqueue statement (messages_enqueue from sql/queries/messages.sql, with
+the parameters written in as the API would bind them) between BEGIN and COMMIT, so `enqueue_ratio`
 compares our HTTP path with this machine's limit for the very same write.
 """
 
