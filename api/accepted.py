@@ -10,7 +10,7 @@ from shared.messages import EnqueueResult
 
 
 def accepted_body(result: EnqueueResult) -> dict[str, Any]:
-    """One accepted message as DESIGN section 8 shows it (also each item of the batch's 202)."""
+    """One accepted message as the README's API section shows it (and each of a batch's 202)."""
     return {
         "id": str(result.id),
         "status": "pending",
@@ -26,7 +26,7 @@ def accepted_body(result: EnqueueResult) -> dict[str, Any]:
 
 
 def accepted(result: EnqueueResult) -> JSONResponse:
-    """The 202 of DESIGN section 8; a replay answers exactly what the first request got."""
+    """The 202 of the README's API section; a replay answers exactly what the first request got."""
     headers = {"Location": f"/sms/messages/{result.id}"}
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"

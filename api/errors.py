@@ -1,4 +1,4 @@
-"""Error responses of the API: `{"errors": [{"field"?, "code", "message"}]}` (DESIGN section 8)."""
+"""Error responses of the API: `{"errors": [{"field"?, "code", "message"}]}` (README, "Errors")."""
 
 from __future__ import annotations
 

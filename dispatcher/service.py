@@ -1,6 +1,6 @@
 """The dispatcher: claim due work, send it, record each outcome; `run_once` is one iteration.
 
-Per claimed send (DESIGN section 5), in order: `decision.before_lookup` (drop, adopt a sid a
+Per claimed send (README, "Sent once"), in order: `decision.before_lookup` (drop, adopt a sid a
 callback brought, wait out the settle window), a reconciliation lookup when an earlier attempt may
 have reached the provider (`decision.after_lookup`), "attempt N started" committed for the batch,
 the provider call outside any transaction under a hard timeout that also ends before the lease

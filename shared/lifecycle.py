@@ -1,7 +1,7 @@
 """The message status state machine and the verdict on a provider's status word: pure, no I/O.
 
-DESIGN section 4. `shared.status` locks the message, records the raw update, asks `judge` and
-carries the verdict out with SQL; nothing here touches the database.
+The README's "Message lifecycle" describes it. `shared.status` locks the message, records the raw
+update, asks `judge` and carries the verdict out with SQL; nothing here touches the database.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class RecordSidFirst:
 
 
 def judge(message: MessageFacts, update: StatusUpdate) -> Verdict | RecordSidFirst:
-    """What a provider's status update does to its message (DESIGN section 4)."""
+    """What a provider's status update does to its message (README, "Message lifecycle")."""
     if update.provider != message.provider:
         return ProviderMismatch()
     if update.sid and message.sid and update.sid != message.sid:

@@ -1,4 +1,4 @@
-"""Apply a provider's word on a message's status: recorded raw, moved forward only (DESIGN 4)."""
+"""Apply a provider's word on a message's status: recorded raw, moved forward only."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def send(
 def test_accepted_body_is_exactly_the_documented_one(
     client: httpx.Client, auth: dict[str, str], db: psycopg.Connection[Any]
 ) -> None:
-    """A valid request gets 202 with DESIGN section 8's body, and the rows exist."""
+    """A valid request gets 202 with the README's 202 body, and the rows exist."""
     r = send(client, auth, {"to": "(415) 555-2671", "body": "Hello"})
     assert r.status_code == 202, r.text
     body = r.json()

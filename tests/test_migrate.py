@@ -21,7 +21,7 @@ CONTRACT_TABLES = {
 
 
 def test_template_has_every_contract_table(db: psycopg.Connection[Any]) -> None:
-    """The migrated template gives each test the tables of DESIGN section 3."""
+    """The migrated template gives each test every table of the schema."""
     rows = db.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
     ).fetchall()

@@ -1,4 +1,4 @@
--- The dispatcher's queries on sms_outbox (DESIGN section 5).
+-- The dispatcher's queries on sms_outbox (README, "Sent once").
 --
 -- Conventions, shared by every query here:
 -- * `clock` CTE: `coalesce(%(now)s, now())`: production passes NULL and uses the database clock; tests

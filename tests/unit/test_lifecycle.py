@@ -32,8 +32,8 @@ from shared.providers.base import StatusUpdate
 A = "SM" + "a" * 32
 B = "SM" + "b" * 32
 
-# Every `current -> new`, written out by hand from DESIGN section 4: rows are the current status,
-# columns the new one in ORDER; "Y" is a real forward move, "." is not.
+# Every `current -> new`, written out by hand from the README's "Message lifecycle": rows are the
+# current status, columns the new one in ORDER; "Y" is a real forward move, "." is not.
 ORDER = (
     "pending", "queued", "sending", "sent", "delivered", "undelivered", "failed", "read", "canceled"
 )  # fmt: skip
