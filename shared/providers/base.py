@@ -131,6 +131,35 @@ class Provider(Protocol):
         ...
 
 
+class NewestFirst:
+    """Reading a provider's newest-first listing for a reconciliation window, entry by entry.
+
+    `judge(created)` says "in" (inside the window: compare it), "older" (skip it) or "done" (a
+    whole page in a row was older than the window: the rest is older still). Past `limit` entries
+    the lookup is inconclusive (a ProviderError, looked up again later), never a reason to resend.
+    """
+
+    def __init__(self, earliest: datetime, *, page_size: int, limit: int, what: str) -> None:
+        self.earliest = earliest
+        self.page_size = page_size
+        self.limit = limit
+        self.what = what
+        self.seen = 0
+        self.older = 0
+
+    def judge(self, created: datetime | None) -> str:
+        self.seen += 1
+        if self.seen > self.limit:
+            raise ProviderError(
+                Category.AMBIGUOUS, f"lookup inconclusive: over {self.limit} {self.what}"
+            )
+        if created is not None and created < self.earliest:
+            self.older += 1
+            return "done" if self.older >= self.page_size else "older"
+        self.older = 0
+        return "in"
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or bad."""
     if not value:

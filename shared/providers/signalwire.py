@@ -22,6 +22,7 @@ from shared.providers import signalwire_codes
 from shared.providers.base import (
     Category,
     CopyLookup,
+    NewestFirst,
     ProviderError,
     RemoteMessage,
     SendRequest,
@@ -175,21 +176,15 @@ class SignalWireProvider:
 
         def scan(c: RestClient) -> list[dict[str, Any]]:
             hits: list[dict[str, Any]] = []
-            older = 0
-            pages = c.logs.messages.paginate(created_after=day, page_size=PAGE_SIZE)
-            for n, entry in enumerate(pages):
-                if n >= SCAN_LIMIT:
-                    raise ProviderError(
-                        Category.AMBIGUOUS, f"lookup inconclusive: over {SCAN_LIMIT} log entries"
-                    )
+            window = NewestFirst(
+                earliest, page_size=PAGE_SIZE, limit=SCAN_LIMIT, what="log entries"
+            )
+            for entry in c.logs.messages.paginate(created_after=day, page_size=PAGE_SIZE):
                 created = _parse_time(entry.get("created_at"))
-                if created is not None and created < earliest:
-                    older += 1
-                    if older >= PAGE_SIZE:
-                        break  # a whole page older than the attempt: the rest is older still
-                    continue
-                older = 0
-                if _is_copy(entry, lookup, created, latest):
+                where = window.judge(created)
+                if where == "done":
+                    break
+                if where == "in" and _is_copy(entry, lookup, created, latest):
                     hits.append(dict(entry))
             return hits
 

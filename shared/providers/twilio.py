@@ -23,6 +23,7 @@ from shared.providers import twilio_codes
 from shared.providers.base import (
     Category,
     CopyLookup,
+    NewestFirst,
     ProviderError,
     RemoteMessage,
     SendRequest,
@@ -167,21 +168,17 @@ class TwilioProvider:
                 to=lookup.to_number, from_=lookup.from_number, page_size=PAGE_SIZE
             )
             hits: list[Any] = []
-            seen = older = 0
+            window = NewestFirst(earliest, page_size=PAGE_SIZE, limit=SCAN_LIMIT, what="messages")
             async for m in stream:
-                seen += 1
-                if seen > SCAN_LIMIT:
-                    raise ProviderError(
-                        Category.AMBIGUOUS, f"lookup inconclusive: over {SCAN_LIMIT} messages"
-                    )
                 created = m.date_created
-                if created is not None and created < earliest:
-                    older += 1
-                    if older >= PAGE_SIZE:
-                        break  # a whole page older than the attempt: the rest is older still
-                    continue
-                older = 0
-                if m.body == lookup.body and (created is None or created <= latest):
+                where = window.judge(created)
+                if where == "done":
+                    break
+                if (
+                    where == "in"
+                    and m.body == lookup.body
+                    and (created is None or created <= latest)
+                ):
                     hits.append(m)
             return hits
 
