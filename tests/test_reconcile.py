@@ -82,12 +82,12 @@ def fast(sim_settings: Settings) -> Settings:
 def test_send_landing_after_the_timeout_is_adopted_not_resent(
     provider: str, fast: Settings, sim: SimHandle, db_url: str, db: psycopg.Connection[Any]
 ) -> None:
-    """A request held past the client's timeout lands later; inside the settle window nothing is
+    """A request held past the client's timeout lands 5 s later; inside the settle window nothing is
     looked up or resent, and after it the late copy is adopted: one message at the provider."""
     (mid,) = enqueue_messages(
         db_url, [PAIR_TO], from_number=SENDER[provider], provider=provider, body="late"
     )
-    sim.configure(ingress_delay_rate=1.0, ingress_delay_min=2.0, ingress_delay_max=2.0)
+    sim.configure(ingress_delay_rate=1.0, ingress_delay_min=5.0, ingress_delay_max=5.0)
     t0 = later(db)
 
     async def heal(d: Dispatcher) -> None:
@@ -97,7 +97,7 @@ def test_send_landing_after_the_timeout_is_adopted_not_resent(
         fast,
         at(t0),
         heal,
-        at(t0 + timedelta(seconds=3)),
+        at(t0 + timedelta(seconds=6)),
         until_sim_has(sim, 1),
         at(settled(fast, t0)),
     )
