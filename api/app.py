@@ -142,14 +142,28 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def _from_environment() -> Starlette:
-    """`uvicorn api.app:app`: a bad setting stops the import with one line naming its variable
-    and exit code 2, as the dispatcher does (raised in the lifespan it would be a traceback)."""
+    """`uvicorn api.app:app`: a bad or missing setting stops the start with one line naming its
+    variable and exit code 2, as the dispatcher does (raised in the lifespan it would be a
+    traceback)."""
     try:
-        senders.configured(load_settings(os.environ))
+        settings = load_settings(os.environ)
+        if not settings.database_url:
+            raise ConfigError("DATABASE_URL is not set")
+        senders.configured(settings)
     except ConfigError as e:
         print(f"api: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     return create_app()
 
 
-app = _from_environment()
+_APP: list[Starlette] = []
+
+
+def __getattr__(name: str) -> Starlette:
+    """`api.app:app`, built from the environment when uvicorn first asks for it (PEP 562), so that
+    importing create_app (the tests do) reads no environment."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not _APP:
+        _APP.append(_from_environment())
+    return _APP[0]

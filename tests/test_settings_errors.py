@@ -28,3 +28,12 @@ def test_bad_setting_is_one_line_and_exit_2(argv: list[str], variable: str, valu
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and variable in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("argv", [API, DISPATCHER])
+def test_missing_database_url_is_one_line_and_exit_2(argv: list[str]) -> None:
+    """Without DATABASE_URL both processes say so in one line and exit 2, with no traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "DATABASE_URL" in done.stderr, done.stderr
