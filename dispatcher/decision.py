@@ -89,7 +89,8 @@ class Pause:
 class GiveBack:
     delay_seconds: float
     # "settle": inside the settle window; "missed": a lookup found nothing (counted toward the
-    # resend); "no_time": too close to the lease end to call.
+    # resend); "contested": the copies found may be another message's whose call is in flight
+    # right now (looked up again once that call is over); "no_time": too close to the lease end.
     reason: str = "settle"
 
     @property
@@ -180,20 +181,37 @@ def window_end(started: datetime, timing: Timing) -> datetime:
     return started + timedelta(seconds=timing.provider_timeout_seconds + timing.settle_seconds)
 
 
+# A copy created this close before another message's call started may still be that call's.
+CONTEST_SKEW = timedelta(seconds=2)
+
+
 def after_lookup(
     facts: Facts,
     copies: Sequence[RemoteMessage],
     taken: Collection[str],
     policy: RetryPolicy,
     timing: Timing,
+    in_flight_since: datetime | None = None,
 ) -> Outcome:
     """The outcome of a reconciliation lookup that answered.
 
-    The oldest copy no other message of ours holds is adopted; nothing is sent again until
-    `timing.lookups` lookups, a settle window apart, have all missed; an attempt past the policy's
-    last is then failed rather than resent.
+    The oldest copy no other message of ours holds is adopted, unless another message of ours to
+    the same recipient has a call in flight (`in_flight_since`: when the earliest such call
+    started) and the copy is younger than that call: it may be that call's, not yet recorded, so
+    the lookup is repeated once the call is over. Nothing is sent again until `timing.lookups`
+    lookups, a settle window apart, have all missed; an attempt past the policy's last is then
+    failed rather than resent.
     """
     free = [c for c in copies if c.sid not in taken]
+    if in_flight_since is not None:
+        mine = [
+            c
+            for c in free
+            if c.created_at is not None and c.created_at < in_flight_since - CONTEST_SKEW
+        ]
+        if free and not mine:
+            return GiveBack(timing.provider_timeout_seconds + 1.0, reason="contested")
+        free = mine
     if free:
         return Sent(free[0].sid, free[0].raw_status, reconciled=True)
     if facts.reconcile_misses + 1 < timing.lookups:

@@ -291,6 +291,22 @@ class Outbox:
         )
         return {r["sid"] for r in rows}
 
+    async def pair_in_flight(self, work: Work) -> datetime | None:
+        """When the earliest call in flight right now from `work`'s sender to its recipient, for
+        another message of ours, started (None: no such call)."""
+        rows = await self._rows(
+            "outbox_pair_in_flight",
+            {
+                "provider": work.provider,
+                "from_number": work.from_number,
+                "to_number": work.to_number,
+                "message_id": work.message_id,
+                "lease_seconds": self.settings.dispatch_lease_seconds,
+            },
+        )
+        since: datetime | None = rows[0]["since"] if rows else None
+        return since
+
     async def await_copy(
         self, work: Work, *, delay_seconds: float, missed: bool, now: datetime | None = None
     ) -> bool:

@@ -250,6 +250,11 @@ class Outcomes:
             self.stale(work, stats, "attempt given back")
             return
         stats.awaiting += 1
+        if give.reason == "contested":
+            log.info(
+                "copies found may be another message's call in flight; looking again after it",
+                extra={**describe(work), "action": "reconcile_contested"},
+            )
         if give.missed:
             assert work.provider is not None
             metrics.child(metrics.RECONCILIATIONS, work.provider, "miss").inc()

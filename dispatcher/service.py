@@ -246,7 +246,8 @@ class Dispatcher:
                 "several provider messages match one unresolved attempt; the oldest is adopted",
                 extra={**describe(work), "action": "reconcile_several"},
             )
-        return decision.after_lookup(known, copies, taken, self.policy, self.timing)
+        in_flight = await self.outbox.pair_in_flight(work) if copies else None
+        return decision.after_lookup(known, copies, taken, self.policy, self.timing, in_flight)
 
     async def _attempt(self, work: Work, batch: _Batch) -> None:
         """One send slot: call the provider once and write what that leads to."""

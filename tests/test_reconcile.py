@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+from dispatcher.outbox import Sent
 from dispatcher.service import Dispatcher, RunStats
 from shared.config import Settings
 from shared.providers.base import SendRequest
@@ -204,3 +205,48 @@ def test_second_miss_resends_and_a_new_attempt_starts_counting_again(
     ).fetchall()
     assert lookups == [("1",)]
     assert len(sim.messages()) == 1 and statuses(db, [mid])[mid][0] == "queued"
+
+
+def test_copy_of_another_message_in_flight_is_not_adopted(
+    fast: Settings, sim: SimHandle, db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """SignalWire, no body to compare: a copy another message's in-flight call just created is
+    left alone (not adopted) until that call is recorded; then it is that message's."""
+    sender = SIM_SIGNALWIRE_NUMBER
+    (mid,) = enqueue_messages(
+        db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="mine"
+    )
+    sim.configure(server_error_rate=1.0)  # our attempt: ambiguous, and nothing created
+    t0 = later(db)
+    (first,) = drive(fast, at(t0))
+    assert first.rescheduled == 1
+    sim.configure(server_error_rate=0.0)
+    (other,) = enqueue_messages(
+        db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="theirs"
+    )
+
+    async def other_call_in_flight() -> tuple[Any, Any]:
+        async with running(fast, owner="other:1:x") as d:
+            (work,) = await d.outbox.claim(1, now=t0)  # ours is not due yet: only theirs
+            assert work.message_id == other
+            assert await d.outbox.start([work], now=t0) == {work.id}
+            assert work.to_number and work.body
+            sent = await d.providers["signalwire"].send(
+                SendRequest(other, sender, work.to_number, work.body, "")
+            )
+            return work, sent
+
+    work, sent = asyncio.run(other_call_in_flight())
+    (contested,) = drive(fast, at(settled(fast, t0)))
+    assert (contested.awaiting, contested.reconciled, contested.sent) == (1, 0, 0)
+
+    async def other_call_recorded() -> None:
+        async with running(fast, owner="other:1:x") as d:
+            rows = await d.outbox.record_sent([Sent(work, sent.sid, sent.raw_status)], now=t0)
+            assert len(rows) == 1
+
+    asyncio.run(other_call_recorded())
+    (missed,) = drive(fast, at(settled(fast, t0) + timedelta(seconds=12)))
+    assert (missed.awaiting, missed.reconciled) == (1, 0)
+    held = statuses(db, [mid, other])
+    assert held[other][4] == sent.sid and held[mid][4] is None

@@ -289,6 +289,19 @@ WHERE EXISTS (SELECT 1 FROM sms_messages m
               WHERE e.event_type = 'duplicate_send_detected' AND e.provider = %(provider)s
                 AND e.provider_sid = s.sid AND e.message_id <> %(message_id)s);
 
+-- name: outbox_pair_in_flight
+-- Reconciliation without a body to compare (SignalWire) cannot tell our copy from another of our
+-- messages to the same recipient whose call is in flight and not yet recorded: when the earliest
+-- such call started, so younger copies are left alone until it is over. "In flight" is a leased
+-- row whose attempt started within its current lease (a row leased only to be looked up has an
+-- older attempt_started_at). sms_outbox is small; the join is by primary key.
+SELECT min(o.attempt_started_at) AS since
+FROM sms_outbox o
+JOIN sms_messages m ON m.id = o.message_id
+WHERE o.state = 'leased' AND o.provider = %(provider)s AND o.message_id <> %(message_id)s
+  AND o.attempt_started_at >= o.lease_expires_at - make_interval(secs => %(lease_seconds)s::float8)
+  AND m.from_number = %(from_number)s AND m.to_number = %(to_number)s;
+
 -- name: outbox_await_copy
 -- An unresolved attempt that is not looked up yet (inside its settle window) or whose lookup found
 -- nothing while more lookups are due: back to ready at clock + delay with its attempt given back

@@ -204,6 +204,22 @@ def test_after_lookup(
     assert after_lookup(facts, copies, taken, FIXED, TIMING) == expected
 
 
+def test_copy_younger_than_another_call_in_flight_is_left_for_it() -> None:
+    """A copy created after another message's in-flight call started may be that call's: wait."""
+    young, old = copy("Y", 0), copy("O", -1)
+    in_flight = NOW - timedelta(seconds=30)
+    assert after_lookup(fresh(2), [young], set(), FIXED, TIMING, in_flight) == GiveBack(
+        11.0, reason="contested"
+    )
+    # An older copy is no candidate for that call: adopted; a miss stays a miss.
+    assert after_lookup(fresh(2), [old, young], set(), FIXED, TIMING, in_flight) == Sent(
+        "O", "queued", True
+    )
+    assert after_lookup(fresh(2), [], set(), FIXED, TIMING, in_flight) == GiveBack(
+        15.0, reason="missed"
+    )
+
+
 def test_one_lookup_setting_resends_on_the_first_miss() -> None:
     """RECONCILE_LOOKUPS=1 restores a single lookup before the resend."""
     single = Timing(provider_timeout_seconds=10.0, settle_seconds=15.0, lookups=1)
