@@ -68,7 +68,7 @@ class DuplicateSend:
     """The update is about a second provider message under our id: history, and a double send."""
 
     stray_sid: str
-    recorded_sid: str
+    recorded_sid: str | None  # None: the message has none (another message holds its copy)
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,13 @@ async def _apply_to(
         sid_recorded = await _record_sid(conn, message_id, update.provider, judged.sid)
         unchanged = dataclasses.replace(unchanged, sid_recorded=sid_recorded)
         verdict = judged.recorded if sid_recorded else judged.taken
+        if not sid_recorded and update.message_id == message_id:
+            # The provider says this copy is ours, yet another message of ours holds its sid
+            # (reconciliation adopted it by time alone): this message will be, or was, sent
+            # again. A double send, detected.
+            stray = DuplicateSend(stray_sid=judged.sid, recorded_sid=None)
+            await _duplicate_send(conn, message_id, stray, update, settings=settings, ids=ids)
+            unchanged = dataclasses.replace(unchanged, duplicate=True)
     else:
         verdict = judged
 

@@ -90,6 +90,12 @@ def signalwire_payload(message: SimMessage, change: Transition) -> dict[str, obj
     return payload
 
 
+# Callback requests in flight at once. Past about 100 waiting on httpx's pool, the pool's own
+# bookkeeping took the simulator's CPU and it stopped answering sends (seen in make chaos); a real
+# provider also posts at a bounded rate, so excess callbacks wait their turn here.
+CALLBACK_CONCURRENCY = 32
+
+
 class CallbackSender:
     """Posts each accepted message's status sequence to its callback URL in the background."""
 
@@ -98,6 +104,7 @@ class CallbackSender:
         self.faults = faults
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._gate = asyncio.Semaphore(CALLBACK_CONCURRENCY)
 
     def schedule(self, message: SimMessage) -> None:
         """Move a just-accepted message through its statuses, posting callbacks if it has a URL."""
@@ -140,7 +147,8 @@ class CallbackSender:
         if not url or not self.config.callbacks:
             return
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=5.0)
+            limits = httpx.Limits(max_connections=CALLBACK_CONCURRENCY)
+            self._client = httpx.AsyncClient(timeout=5.0, limits=limits)
         if message.provider == "twilio":
             params = twilio_params(message, change)
             signature = RequestValidator(self.config.twilio_auth_token).compute_signature(
@@ -173,6 +181,7 @@ class CallbackSender:
                 ).hexdigest(),
             }
         try:
-            await self._client.post(url, content=content, headers=headers)
+            async with self._gate:
+                await self._client.post(url, content=content, headers=headers)
         except httpx.HTTPError as e:
             logger.info("callback to %s failed: %s", url, e, extra={"action": "sim_callback"})

@@ -211,6 +211,24 @@ def test_stray_sid_is_a_detected_double_send_once_with_one_alert(
     assert message(db, mid)["delivery_status"] == "queued"
 
 
+def test_copy_named_ours_but_held_by_another_message_is_a_detected_double(
+    db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """A callback naming our id whose sid another message holds (adopted by time alone) means our
+    message is sent again: detected once, with the alert; neither message moves."""
+    holder = insert_message(db, status="queued", sid=SID)
+    ours = insert_message(db, status="pending", to_number="+14155550188")
+    result = apply(settings, update("delivered", message_id=ours, sid=SID))
+    again = apply(settings, update("sent", message_id=ours, sid=SID))
+    assert result.duplicate and not result.changed and again.duplicate
+    detected = events(db, ours, "duplicate_send_detected")
+    assert [(e["provider_sid"], e["detail"]["recorded_sid"]) for e in detected] == [(SID, None)]
+    kinds = db.execute("SELECT kind FROM sms_alerts WHERE message_id = %s", (ours,)).fetchall()
+    assert kinds == [("duplicate_send",)]
+    assert message(db, ours)["delivery_status"] == "pending"
+    assert message(db, holder)["delivery_status"] == "queued"
+
+
 def test_recorded_sid_still_moves_after_a_stray_copy_reported_the_same_status(
     db: psycopg.Connection[Any], settings: Settings
 ) -> None:
