@@ -74,14 +74,12 @@ class Outcomes:
 
     def __init__(self, outbox: Outbox, *, group_rows: int) -> None:
         self.outbox = outbox
+        # The recorder's one write is the outbox's own: accepted sends of many slots, one statement.
         self.recorder = Recorder(
-            self._write_sent, max_rows=group_rows, max_wait=RECORD_WAIT_SECONDS
+            lambda sent, now: outbox.record_sent(sent, now=now),
+            max_rows=group_rows,
+            max_wait=RECORD_WAIT_SECONDS,
         )
-
-    async def _write_sent(
-        self, sent: list[SentRow] | Any, now: datetime | None
-    ) -> list[dict[str, Any]]:
-        return await self.outbox.record_sent(sent, now=now)
 
     async def write(
         self, work: Work, outcome: Outcome, stats: RunStats, *, now: datetime | None
