@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from starlette.responses import JSONResponse
 
 from shared.messages import EnqueueResult
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def accepted_body(result: EnqueueResult) -> dict[str, Any]:
@@ -22,6 +27,9 @@ def accepted_body(result: EnqueueResult) -> dict[str, Any]:
         "segments": result.segments,
         "encoding": result.encoding,
         "created_at": result.created_at.isoformat(),
+        "priority": result.priority,
+        "send_at": _iso(result.send_at),
+        "expires_at": _iso(result.expires_at),
     }
 
 

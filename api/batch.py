@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -70,7 +71,7 @@ async def send_batch(request: Request) -> JSONResponse:
     api_key_id, default = await require_key_and_default_sender(request)
     payload = await read_json_object(request, app.settings.max_batch_request_bytes)
     key_problems = _key_refused() if IDEMPOTENCY_HEADER in request.headers else []
-    parsed, problems = parse_batch(payload, app.settings)
+    parsed, problems = parse_batch(payload, app.settings, now=datetime.now(UTC))
     async with autocommit(app.pool) as conn:
         chosen, found = await check_all_references(conn, parsed, default)
         problems = key_problems + problems + found
@@ -86,6 +87,9 @@ async def send_batch(request: Request) -> JSONResponse:
                     provider=sender.provider,
                     body=given.body,
                     conversation_id=given.conversation_id,
+                    priority=given.priority,
+                    send_at=given.send_at,
+                    expires_at=given.expires_at,
                 )
             )
         try:

@@ -47,6 +47,9 @@ def message_fields(row: dict[str, Any]) -> dict[str, Any]:
         "updated_at": _iso(row["updated_at"]),
         "submitted_at": _iso(row["submitted_at"]),
         "final_at": _iso(row["final_at"]),
+        "priority": row["priority"],
+        "send_at": _iso(row["send_at"]),
+        "expires_at": _iso(row["expires_at"]),
     }
 
 

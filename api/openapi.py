@@ -13,7 +13,13 @@ from starlette.responses import JSONResponse
 
 from shared.lifecycle import STATUSES
 from shared.operations import MAX_PAGE
-from shared.validation import MAX_BATCH
+from shared.validation import (
+    CLOCK_SKEW,
+    MAX_BATCH,
+    MAX_SCHEDULE_AHEAD,
+    MAX_VALIDITY_SECONDS,
+    PRIORITIES,
+)
 
 _NULLABLE_STRING: Final = {"type": ["string", "null"]}
 _NULLABLE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
@@ -89,6 +95,42 @@ _MESSAGE_PROPERTIES: Final[dict[str, Any]] = {
     "updated_at": {"type": "string", "format": "date-time"},
     "submitted_at": _NULLABLE_TIME,
     "final_at": _NULLABLE_TIME,
+    "priority": {"type": "string", "enum": list(PRIORITIES)},
+    "send_at": {**_NULLABLE_TIME, "description": "Not sent before this time; null: at once."},
+    "expires_at": {
+        **_NULLABLE_TIME,
+        "description": "Expired, never sent, if not handed to a provider by then; null: no limit.",
+    },
+}
+# The schedule a send request may carry (POST /sms/send and each batch item).
+_SCHEDULE_PROPERTIES: Final[dict[str, Any]] = {
+    "priority": {
+        "type": "string",
+        "enum": list(PRIORITIES),
+        "default": "normal",
+        "description": "Within a sender's pace, higher priority goes first.",
+    },
+    "send_at": {
+        "type": "string",
+        "format": "date-time",
+        "description": "RFC 3339 with an offset: not sent before this time. At most "
+        f"{MAX_SCHEDULE_AHEAD.days} days ahead; up to {CLOCK_SKEW.seconds} s in the past is "
+        "taken as now (400 in_past / too_far_ahead).",
+    },
+    "expires_at": {
+        "type": "string",
+        "format": "date-time",
+        "description": "RFC 3339 with an offset: not handed to a provider after this time (the "
+        "message becomes `expired`). After now and after send_at, at most "
+        f"{MAX_VALIDITY_SECONDS} s after send_at (or now). Not with validity_seconds.",
+    },
+    "validity_seconds": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_VALIDITY_SECONDS,
+        "description": "Validity counted from send_at (or now); stored as expires_at. "
+        "Not with expires_at.",
+    },
 }
 
 _SCHEMAS: Final[dict[str, Any]] = {
@@ -120,7 +162,9 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "body": {"type": "string", "minLength": 1, "maxLength": 1600},
             "from": {"type": "string", "description": "One of our senders; default if absent."},
             "conversation_id": {"type": "string", "format": "uuid"},
+            **_SCHEDULE_PROPERTIES,
         },
+        "not": {"required": ["expires_at", "validity_seconds"]},
     },
     "SendAccepted": {
         "type": "object",
@@ -135,12 +179,16 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "segments",
             "encoding",
             "created_at",
+            "priority",
+            "send_at",
+            "expires_at",
         ],
         "properties": {
             **{
                 k: _MESSAGE_PROPERTIES[k]
                 for k in ("id", "conversation_id", "to", "from", "provider", "segments")
             },
+            **{k: _MESSAGE_PROPERTIES[k] for k in ("priority", "send_at", "expires_at")},
             "encoding": _MESSAGE_PROPERTIES["encoding"],
             "created_at": _MESSAGE_PROPERTIES["created_at"],
             "status": {"type": "string", "enum": ["pending"]},
@@ -202,6 +250,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     "requeued",
                     "reconciled",
                     "sweep",
+                    "reconcile_miss",
+                    "duplicate_send_detected",
+                    "held",
+                    "expired",
                 ],
             },
             "attempt": {"type": ["integer", "null"]},
@@ -381,6 +433,7 @@ DOCUMENT: Final[dict[str, Any]] = {
                 "summary": "Messages, newest first, filtered, in cursor pages.",
                 "parameters": [
                     _query("status", {"type": "string", "enum": sorted(STATUSES)}, "Status."),
+                    _query("priority", {"type": "string", "enum": list(PRIORITIES)}, "Priority."),
                     _query("conversation_id", {"type": "string", "format": "uuid"}, "Thread."),
                     _query("to", {"type": "string"}, "Recipient number."),
                     _query("from", {"type": "string"}, "Sender number."),

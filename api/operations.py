@@ -17,10 +17,11 @@ from api.state import state
 from shared import messages, metrics, operations
 from shared.lifecycle import STATUSES
 from shared.operations import Filters
-from shared.validation import MAX_NUMBER_INPUT, Problem, to_e164
+from shared.validation import MAX_NUMBER_INPUT, PRIORITIES, Problem, to_e164
 
 LIST_PARAMS: Final = (
     "status",
+    "priority",
     "conversation_id",
     "to",
     "from",
@@ -61,6 +62,9 @@ def parse_list_query(
         problems.append(
             Problem("status", "invalid_status", f"one of {', '.join(sorted(STATUSES))}")
         )
+    priority = params.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        problems.append(Problem("priority", "invalid_priority", f"one of {', '.join(PRIORITIES)}"))
     conversation_id = None
     if (raw := params.get("conversation_id")) is not None:
         try:
@@ -96,6 +100,7 @@ def parse_list_query(
             problems.append(Problem("cursor", "invalid_cursor", "not a cursor from this API"))
     filters = Filters(
         status=status,
+        priority=priority,
         conversation_id=conversation_id,
         to_number=numbers["to"],
         from_number=numbers["from"],

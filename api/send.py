@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -27,7 +28,11 @@ log = logging.getLogger(__name__)
 
 
 def request_hash(payload: dict[str, Any]) -> str:
-    """SHA-256 of the request's JSON in canonical form (key order and spacing do not matter)."""
+    """SHA-256 of the request's JSON in canonical form (key order and spacing do not matter).
+
+    Every field counts, priority and schedule included: the same key with another send_at is
+    another request (409). validity_seconds is hashed as given, so a replay matches however late.
+    """
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -46,7 +51,7 @@ async def send_sms(request: Request) -> JSONResponse:
     key = request.headers.get(IDEMPOTENCY_HEADER)
     payload = await read_json_object(request, app.settings.max_request_bytes)
     key_problems = check_idempotency_key(key)
-    given, problems = parse_send(payload, app.settings)
+    given, problems = parse_send(payload, app.settings, now=datetime.now(UTC))
     digest = request_hash(payload) if key is not None and not key_problems else None
     async with autocommit(app.pool) as conn:
         if key is not None and digest is not None:
@@ -74,6 +79,9 @@ async def send_sms(request: Request) -> JSONResponse:
                 idempotency_key=key if digest is not None else None,
                 request_hash=digest,
                 request_id=request_id(request),
+                priority=given.priority,
+                send_at=given.send_at,
+                expires_at=given.expires_at,
             )
         except messages.IdempotencyKeyReused:
             raise _reused() from None

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import httpx
 
 from dispatcher import sweeper
+from dispatcher.expiry import Expiry
 from dispatcher.runner import Runner, Sweep
 from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
@@ -65,6 +66,7 @@ async def serve(environ: Mapping[str, str]) -> int:
         dispatcher,
         Wakeup(conninfo_with_app(settings.database_url, "sms-dispatcher-listen", timeout=timeout)),
         sweep=sweep,
+        expire=Expiry(pool, settings),
         outage=Outage(log, pool=pool, timeout=timeout),
     )
     loop = asyncio.get_running_loop()

@@ -14,6 +14,8 @@ draw) and gets back one outcome; `dispatcher.outcomes` is the one place that wri
   to the lease end): the row comes back after `delay_seconds` with its attempt returned.
 - `Resend`: an earlier attempt is known not to have reached the provider: send now.
 - `Drop`: the message is no longer pending (canceled, moved on by a callback): leave it unsent.
+- `Expire`: the message's validity ended before a provider took it: `expired`, never sent.
+- `Hold`: quiet hours in the recipient's time zone: back to the queue until `until`, unspent.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.providers.base import Category, ProviderError, RemoteMessage, SendResult
+from shared.quiet import QuietHours
 from shared.retry import RetryPolicy, backoff_seconds, next_attempt_at
 
 
@@ -39,6 +42,8 @@ class Facts:
     last_error_code: str | None = None
     last_error_category: str | None = None
     last_error: str | None = None
+    priority: str = "normal"  # high | normal | low
+    expires_at: datetime | None = None  # not handed to a provider after this
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,17 @@ class Drop:
     status: str | None
 
 
-Outcome = Sent | Retry | Reconcile | Fail | Pause | GiveBack | Resend | Drop
+@dataclass(frozen=True)
+class Expire:
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Hold:
+    until: datetime
+
+
+Outcome = Sent | Retry | Reconcile | Fail | Pause | GiveBack | Resend | Drop | Expire | Hold
 
 
 @dataclass(frozen=True)
@@ -226,3 +241,47 @@ def after_lookup(
             )
         )
     return Resend()
+
+
+def before_send(
+    facts: Facts, *, quiet: QuietHours | None, zones: Sequence[str]
+) -> Expire | Hold | None:
+    """The last word before a call (no attempt of this message is in doubt any more).
+
+    A message past its validity is expired, never sent. Outside high priority, a recipient whose
+    time zone (any of `zones`) is inside the quiet hours is held until the window ends for all of
+    them, or until the message expires if that comes first (it then expires). None: send now.
+    """
+    if facts.expires_at is not None and facts.claimed_at >= facts.expires_at:
+        return Expire(facts.expires_at)
+    if quiet is None or facts.priority == "high":
+        return None
+    release = quiet.release_at(zones, facts.claimed_at)
+    if release is None:
+        return None
+    if facts.expires_at is not None and facts.expires_at < release:
+        return Hold(facts.expires_at)
+    return Hold(release)
+
+
+def within_validity(facts: Facts, outcome: Outcome) -> Outcome:
+    """A retry that could only come after the message expires is no retry: it expires now.
+
+    Only when the failed attempt is known not to have reached the provider; an attempt in doubt
+    is still looked up first (it may have been sent before the validity ended).
+    """
+    if (
+        isinstance(outcome, Retry)
+        and not outcome.unresolved
+        and facts.expires_at is not None
+        and facts.claimed_at + timedelta(seconds=outcome.delay_seconds) >= facts.expires_at
+    ):
+        return Expire(facts.expires_at)
+    return outcome
+
+
+def validity_left(facts: Facts) -> int | None:
+    """Whole seconds of validity left at the claim, for providers that take one (None: no limit)."""
+    if facts.expires_at is None:
+        return None
+    return max(1, int((facts.expires_at - facts.claimed_at).total_seconds()))

@@ -57,6 +57,8 @@ class Work:
     provider_sid: str | None = None
     # Lookups that did not find the unresolved attempt at the provider so far.
     reconcile_misses: int = 0
+    priority: str | None = None  # high | normal | low (send work)
+    expires_at: datetime | None = None  # not handed to a provider after this
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,11 @@ class Outbox:
         error_category: str,
         error_message: str | None,
         now: datetime | None = None,
+        status: str = "failed",
     ) -> bool:
-        """Final failure of send work: row deleted, message failed, alert raised: one tx."""
+        """Final failure of send work: row deleted, message `status` (failed or expired), alert
+        raised: one tx. An expired send was never called: its segments go back to its sender's
+        pace (the claim spent them)."""
 
         async def body(conn: AsyncConnection[Any]) -> bool:
             async with conn.cursor(row_factory=dict_row) as cur:
@@ -215,10 +220,38 @@ class Outbox:
                 error_message=error_message,
                 settings=self.settings,
                 now=now,
+                status=status,
             )
+            if status == "expired":
+                await conn.execute(
+                    q("senders_refund"),
+                    {"phone_number": work.from_number, "segments": work.segments or 1},
+                )
             return True
 
         return await self._tx(body)
+
+    async def hold(self, work: Work, *, until: datetime, now: datetime | None = None) -> bool:
+        """Quiet hours: `work` goes back unsent until `until`, its attempt and its segments of the
+        sender's pace returned, with a `held` event; False when it was no longer ours."""
+        rows = await self._rows(
+            "outbox_hold",
+            {
+                "now": now,
+                "owner": self.owner,
+                "id": work.id,
+                "attempt": work.attempt,
+                "until": until,
+                "reason": "quiet_hours",
+            },
+        )
+        return bool(rows)
+
+    async def pace_wait(self, *, now: datetime | None = None) -> float | None:
+        """Seconds until the first sender with due work may send again (None: no paced backlog)."""
+        rows = await self._rows("senders_next_allowance", {"now": now})
+        wait = rows[0]["seconds"] if rows else None
+        return None if wait is None else max(float(wait), 0.0)
 
     async def finish_alert(
         self, work: Work, *, delivery_state: str, now: datetime | None = None

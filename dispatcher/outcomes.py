@@ -15,8 +15,10 @@ from typing import Any
 from dispatcher.decision import (
     Drop,
     Error,
+    Expire,
     Fail,
     GiveBack,
+    Hold,
     Outcome,
     Pause,
     Reconcile,
@@ -46,6 +48,8 @@ class RunStats:
     awaiting: int = 0  # unresolved attempts handed back to be looked up later (settle, miss)
     rescheduled: int = 0
     failed: int = 0
+    expired: int = 0
+    held: int = 0  # quiet hours
     config: int = 0
     dropped: int = 0
     lost: int = 0  # rows that were no longer ours when we came to record them
@@ -101,6 +105,10 @@ class Outcomes:
             await self._pause(work, outcome, stats, now)
         elif isinstance(outcome, GiveBack):
             await self._give_back(work, outcome, stats, now)
+        elif isinstance(outcome, Expire):
+            await self._expire(work, outcome, stats, now)
+        elif isinstance(outcome, Hold):
+            await self._hold(work, outcome, stats, now)
         elif isinstance(outcome, Drop):
             stats.dropped += await self.outbox.drop([work])
             log.info(
@@ -201,6 +209,35 @@ class Outcomes:
         assert work.provider is not None
         metrics.child(metrics.FAILED, work.provider, error.category).inc()
         stats.failed += 1
+
+    async def _expire(
+        self, work: Work, expire: Expire, stats: RunStats, now: datetime | None
+    ) -> None:
+        ok = await self.outbox.fail(
+            work,
+            error_code="expired",
+            error_category=Category.PERMANENT.value,
+            error_message="not handed to a provider before expires_at "
+            + expire.expires_at.isoformat(),
+            now=now,
+            status="expired",
+        )
+        if not ok:
+            self.stale(work, stats, "expiry")
+            return
+        assert work.provider is not None
+        metrics.child(metrics.FAILED, work.provider, "expired").inc()
+        stats.expired += 1
+
+    async def _hold(self, work: Work, hold: Hold, stats: RunStats, now: datetime | None) -> None:
+        if not await self.outbox.hold(work, until=hold.until, now=now):
+            self.stale(work, stats, "quiet hours hold")
+            return
+        stats.held += 1
+        log.info(
+            "held for quiet hours",
+            extra={**describe(work), "action": "held", "release_at": hold.until.isoformat()},
+        )
 
     async def _pause(self, work: Work, pause: Pause, stats: RunStats, now: datetime | None) -> None:
         """Config error: pause the provider (one alert per episode), give the attempt back."""

@@ -31,6 +31,9 @@ Sweep = Callable[[], Awaitable[float]]
 # stay batched without leaving a free slot idle for long (a slot idle 50 ms at 200 ms provider
 # latency is a quarter of its throughput lost).
 CLAIM_GATHER_SECONDS = 0.005
+# After a short claim with a paced backlog waiting, sleep at least this long before the next: a
+# sender whose next message costs more than one segment is not polled in a busy loop.
+PACE_MIN_WAIT_SECONDS = 0.02
 
 
 class Runner:
@@ -43,6 +46,7 @@ class Runner:
         *,
         sweep: Sweep | None = None,
         sweep_every: float = 60.0,
+        expire: Sweep | None = None,
         outage: Outage | None = None,
         backoff: Callable[[int, float], float] = reconnect_delay,
         rand: Callable[[], float] = random.random,
@@ -51,6 +55,7 @@ class Runner:
         self.wakeup = wakeup
         self.sweep = sweep
         self.sweep_every = sweep_every
+        self.expire = expire
         self.outage = outage or Outage(log)
         self.backoff = backoff  # (failures in a row, rand) -> seconds; tests pass a fast one
         self.rand = rand
@@ -69,8 +74,9 @@ class Runner:
         settings = d.settings
         stop = d.stopping
         background = [asyncio.create_task(self.wakeup.listen(stop))]
-        if self.sweep is not None:
-            background.append(asyncio.create_task(self._sweep_loop()))
+        for sweep, what in ((self.sweep, "status sweep"), (self.expire, "expiry sweep")):
+            if sweep is not None:
+                background.append(asyncio.create_task(self._sweep_loop(sweep, what)))
         batch_size = min(settings.dispatch_batch_size, settings.dispatch_concurrency)
         # Claim a quarter batch at a time when slots free up that fast; else what is free.
         min_claim = max(1, batch_size // 4)
@@ -95,8 +101,8 @@ class Runner:
                     task = asyncio.create_task(self._batch(works))
                     self.batches.add(task)
                     task.add_done_callback(self.batches.discard)
-                if len(works) < limit:  # the queue has nothing more due: sleep until woken
-                    await self.wakeup.wait(settings.dispatch_poll_seconds)
+                if len(works) < limit:  # nothing more due now: sleep until woken or paced
+                    await self.wakeup.wait(await self._idle_wait())
         finally:
             await self._shutdown()
             for task in background:
@@ -130,19 +136,33 @@ class Runner:
                 return
             await self._capacity(remaining)
 
-    # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py) runs here when __main__ passes
-    # `sweep`, again after the delay each pass asks for (soon while a backlog is left); a failing
-    # sweep is logged, never fatal, and tried again after `sweep_every` seconds.
-    async def _sweep_loop(self) -> None:
-        assert self.sweep is not None
+    async def _idle_wait(self) -> float:
+        """How long to sleep after a short claim: until the first paced sender with due work may
+        send again, within the poll interval (a NOTIFY wakes the loop sooner)."""
+        poll = self.dispatcher.settings.dispatch_poll_seconds
+        try:
+            wait = await self.dispatcher.outbox.pace_wait()
+        except Exception as e:
+            if unavailable(e) is None:
+                log.exception("pace wait failed", extra={"action": "pace_wait_failed"})
+            return poll
+        if wait is None:
+            return poll
+        return min(poll, max(wait, PACE_MIN_WAIT_SECONDS))
+
+    # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py) and the expiry sweep
+    # (dispatcher/expiry.py) run here when __main__ passes them, each again after the delay its
+    # pass asks for (soon while a backlog is left); a failing pass is logged, never fatal, and
+    # tried again after `sweep_every` seconds.
+    async def _sweep_loop(self, sweep: Sweep, what: str) -> None:
         while not self.dispatcher.stopping.is_set():
             wait = self.sweep_every
             try:
-                wait = await self.sweep()
+                wait = await sweep()
             except Exception as e:
                 # While the database is unreachable the claim loop reports it, once.
                 if unavailable(e) is None:
-                    log.exception("status sweep failed", extra={"action": "sweep_failed"})
+                    log.exception(f"{what} failed", extra={"action": "sweep_failed"})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self.dispatcher.stopping.wait()

@@ -43,6 +43,7 @@ from shared.providers.base import (
     SendRequest,
     SendResult,
 )
+from shared.quiet import zones_for
 from shared.retry import RetryPolicy
 
 __all__ = ["Dispatcher", "RunStats"]
@@ -73,6 +74,8 @@ def facts(work: Work) -> Facts:
         last_error_code=work.last_error_code,
         last_error_category=work.last_error_category,
         last_error=work.last_error,
+        priority=work.priority or "normal",
+        expires_at=work.expires_at,
     )
 
 
@@ -205,6 +208,12 @@ class Dispatcher:
         if outcome is None:
             outcome = await self._look_up(work, known)
         if isinstance(outcome, Resend):
+            last_word = decision.before_send(
+                known, quiet=self.settings.quiet_hours, zones=zones_for(work.to_number or "")
+            )
+            if last_word is not None:
+                await self._write(work, last_word, batch)
+                return False
             if work.unresolved_since is not None:
                 assert work.provider is not None
                 metrics.child(metrics.RECONCILIATIONS, work.provider, "resend").inc()
@@ -266,9 +275,13 @@ class Dispatcher:
             body=work.body,
             # Empty: each provider builds its own callback URL carrying our message id.
             status_callback_url="",
+            validity_seconds=decision.validity_left(facts(work)),
         )
         result = await self._call(work, request, timeout)
-        outcome = decision.after_attempt(facts(work), result, self.policy, rand=self.rand())
+        known = facts(work)
+        outcome = decision.within_validity(
+            known, decision.after_attempt(known, result, self.policy, rand=self.rand())
+        )
         if not isinstance(outcome, Sent):
             await self._write(work, outcome, batch)
             return

@@ -44,10 +44,12 @@ async def raise_final_failure(
     error_message: str | None,
     settings: Settings,
     now: datetime | None = None,
+    status: str = "failed",
 ) -> None:
     """Record a message's final failure inside the caller's transaction (one alert per message).
 
-    Moves the message to `failed` when it may still move there (a message a callback already made
+    Moves the message to `status` (`failed`, or `expired`: its validity ended before a provider
+    took it) when it may still move there (a message a callback already made
     `failed` or `undelivered` keeps its status); raises one `message_failed` alert for a message
     that ended failed/undelivered; logs it at ERROR once. `now` is for tests (default: DB clock).
     """
@@ -57,7 +59,8 @@ async def raise_final_failure(
             {
                 "now": now,
                 "message_id": message_id,
-                "sources": sources_for("failed"),
+                "status": status,
+                "sources": sources_for(status),
                 "error_code": error_code,
                 "error_category": error_category,
                 "error_message": error_message,
@@ -66,7 +69,7 @@ async def raise_final_failure(
         moved = await cur.fetchone()
         await cur.execute(q("messages_alert_facts"), {"message_id": message_id})
         msg = await cur.fetchone()
-        if msg is None or msg["delivery_status"] not in FAILED:
+        if msg is None or msg["delivery_status"] not in FAILED | {"expired"}:
             log.warning(
                 "final failure not recorded: message is not failed",
                 extra={
@@ -78,8 +81,9 @@ async def raise_final_failure(
             return
         if moved is not None:
             log.info(
-                "%s -> failed",
+                "%s -> %s",
                 moved["prior_status"],
+                status,
                 extra={"action": "transition", "message_id": str(message_id)},
             )
         payload = {
@@ -89,6 +93,7 @@ async def raise_final_failure(
             "from": msg["from_number"],
             "to": masked_recipient(msg["to_number"]),
             "provider": msg["provider"],
+            "status": msg["delivery_status"],
             "error": {"code": error_code, "category": error_category, "message": error_message},
             "attempts": msg["attempts"],
         }

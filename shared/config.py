@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.errors import ConfigError
+from shared.quiet import QuietHours
 
 PROVIDERS = ("twilio", "signalwire")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# A sender's pace (sms_senders.mps, segments per second): the CHECK allows (0, 10000]. The floor
+# is ours: a pace slower than one segment per 1000 s is a mistake, and an absurdly small one would
+# overflow the intervals the claim and the sms_sender_pace view compute from it (burst / mps).
+MIN_MPS = 0.001
+MAX_MPS = 10000
+MAX_BURST = 100000
+
+
+def default_burst(mps: float) -> int:
+    """The burst a sender gets unless told otherwise: one second's worth, at least 1 segment."""
+    return max(1, math.ceil(mps))
+
+
+def mps_problem(mps: float) -> str | None:
+    """Why `mps` is not a pace a sender may have, or None when it is."""
+    if not math.isfinite(mps) or not MIN_MPS <= mps <= MAX_MPS:
+        return f"must be a number of segments per second from {MIN_MPS} to {MAX_MPS}"
+    return None
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -104,6 +124,24 @@ class Settings:
     alert_webhook_url: str = ""
     alert_webhook_secret: str = field(default="", repr=False)
     metrics_port: int = 0
+    # Pace and quiet hours (sms_senders.mps of a newly registered sender; None = never held)
+    sender_default_mps: float = 1.0
+    quiet_hours: QuietHours | None = None
+
+
+def _mps(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(environ, name, default)
+    problem = mps_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{name} {problem}, got {value!r}")
+    return value
+
+
+def _quiet_hours(environ: Mapping[str, str], name: str) -> QuietHours | None:
+    try:
+        return QuietHours.parse(environ.get(name, ""))
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}; leave it empty for no quiet hours") from e
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -163,4 +201,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         alert_webhook_url=environ.get("ALERT_WEBHOOK_URL", ""),
         alert_webhook_secret=environ.get("ALERT_WEBHOOK_SECRET", ""),
         metrics_port=_int(environ, "METRICS_PORT", 0),
+        sender_default_mps=_mps(environ, "SENDER_DEFAULT_MPS", 1.0),
+        quiet_hours=_quiet_hours(environ, "QUIET_HOURS"),
     )

@@ -21,23 +21,25 @@ RANK: Final[dict[str, int]] = {
     "failed": 4,
     "read": 5,
     "canceled": 4,
+    # Not handed to a provider before its validity ended; reached only from pending.
+    "expired": 4,
 }
 STATUSES: Final = frozenset(RANK)
-TERMINAL: Final = frozenset({"delivered", "undelivered", "failed", "read", "canceled"})
+TERMINAL: Final = frozenset({"delivered", "undelivered", "failed", "read", "canceled", "expired"})
 FAILED: Final = frozenset({"failed", "undelivered"})
 # Statuses the CHECK on sms_messages allows without a provider sid.
-SIDLESS: Final = frozenset({"pending", "failed", "canceled"})
+SIDLESS: Final = frozenset({"pending", "failed", "canceled", "expired"})
 
 
 def can_move(current: str, new: str) -> bool:
     """Whether `current -> new` is a real forward transition.
 
     Status only rises by rank; terminal states are final except delivered -> read; canceled is
-    reachable only from pending.
+    reachable only from pending, and so is expired.
     """
     if current not in RANK or new not in RANK or current == new:
         return False
-    if new == "canceled":
+    if new in ("canceled", "expired"):
         return current == "pending"
     if current in TERMINAL:
         return current == "delivered" and new == "read"

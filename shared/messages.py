@@ -17,6 +17,7 @@ from shared.errors import SmsOutboxError
 from shared.logs import mask_number
 from shared.queries import q
 from shared.segments import count_segments
+from shared.validation import DEFAULT_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,17 @@ class BatchConversationMismatch(ConversationMismatch):
 
 @dataclass(frozen=True)
 class NewMessage:
-    """One valid message to write: numbers in E.164, body normalized, sender already chosen."""
+    """One valid message to write: numbers in E.164, body normalized, sender already chosen,
+    schedule checked (priority high/normal/low; expires_at absolute, after send_at)."""
 
     to_number: str
     from_number: str
     provider: str
     body: str
     conversation_id: UUID | None = None
+    priority: str = DEFAULT_PRIORITY
+    send_at: datetime | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class EnqueueResult:
     encoding: str
     created_at: datetime
     request_hash: str | None
+    priority: str
+    send_at: datetime | None
+    expires_at: datetime | None
     replayed: bool = False
 
 
@@ -79,6 +87,9 @@ async def enqueue(
     idempotency_key: str | None,
     request_hash: str | None,
     request_id: str | None,
+    priority: str = DEFAULT_PRIORITY,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
 ) -> EnqueueResult:
     """Write the message, its outbox row and its 'created' event in one transaction.
 
@@ -90,7 +101,9 @@ async def enqueue(
         raise ValueError("idempotency_key and request_hash go together")
     if idempotency_key is not None and api_key_id is None:
         raise ValueError("an idempotency key is scoped to an API key")
-    item = NewMessage(to_number, from_number, provider, body, conversation_id)
+    item = NewMessage(
+        to_number, from_number, provider, body, conversation_id, priority, send_at, expires_at
+    )
 
     async def write() -> EnqueueResult:
         (created,) = await _write(
@@ -181,6 +194,9 @@ async def _write(
         "encodings": [c[1] for c in counted],
         "idempotency_keys": [idempotency_key] * len(items),
         "request_hashes": [request_hash] * len(items),
+        "priorities": [item.priority for item in items],
+        "send_ats": [item.send_at for item in items],
+        "expires_ats": [item.expires_at for item in items],
         "api_key_id": api_key_id,
         "request_id": request_id,
     }

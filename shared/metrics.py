@@ -82,7 +82,7 @@ SENT: Final = Counter(
 FAILED: Final = Counter(
     "sms_failed",
     "Messages that finally failed at send time, by outcome class (permanent, retryable or "
-    "ambiguous after the last attempt, config).",
+    "ambiguous after the last attempt, config; expired: validity ended before a provider took it).",
     ["provider", "category"],
 )
 RETRIES: Final = Counter(

@@ -49,6 +49,7 @@ class Filters:
     """Filters of a message listing; None means "any"."""
 
     status: str | None = None
+    priority: str | None = None
     conversation_id: UUID | None = None
     to_number: str | None = None
     from_number: str | None = None
@@ -102,6 +103,7 @@ async def list_messages(
     after_created_at, after_id = decode_cursor(cursor) if cursor else (None, None)
     params = {
         "status": filters.status,
+        "priority": filters.priority,
         "conversation_id": filters.conversation_id,
         "to_number": filters.to_number,
         "from_number": filters.from_number,

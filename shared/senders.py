@@ -9,7 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
-from shared.config import Settings
+from shared.config import Settings, default_burst
 from shared.errors import ConfigError
 from shared.logs import mask_number
 from shared.queries import q
@@ -49,15 +49,23 @@ async def register(conn: AsyncConnection[Any], settings: Settings) -> str | None
     """Make the configured numbers senders and pick the default; returns the default number.
 
     The SMS_PROVIDER number becomes the default, or else whichever configured number is enabled.
+    A new number gets the pace SENDER_DEFAULT_MPS; a known one keeps its own (set-rate).
     With no number configured, the senders an operator set up in SQL are left as they are.
     """
     numbers = configured(settings)
     default: str | None = None
+    mps = settings.sender_default_mps
     async with conn.transaction():
         await conn.execute(q("senders_lock"))
         for number, provider in numbers:
             await conn.execute(
-                q("senders_register"), {"phone_number": number, "provider": provider}
+                q("senders_register"),
+                {
+                    "phone_number": number,
+                    "provider": provider,
+                    "mps": mps,
+                    "burst": default_burst(mps),
+                },
             )
         for number, _ in numbers:
             enabled = await lookup(conn, number)

@@ -8,8 +8,10 @@ Nothing here imports psycopg, httpx, starlette or a provider SDK (import-linter 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 from uuid import UUID
 
@@ -34,7 +36,28 @@ SMS_CAPABLE_BY_COUNTRY: Final = {
 _TYPE_NAMES: Final = {
     value: name.lower() for name, value in vars(PhoneNumberType).items() if name.isupper()
 }
-SEND_FIELDS: Final = ("to", "body", "from", "conversation_id")
+SEND_FIELDS: Final = (
+    "to",
+    "body",
+    "from",
+    "conversation_id",
+    "priority",
+    "send_at",
+    "expires_at",
+    "validity_seconds",
+)
+# Highest first: a priority's index is its number in sms_outbox.priority (0 high, 1 normal, 2 low).
+PRIORITIES: Final = ("high", "normal", "low")
+DEFAULT_PRIORITY: Final = "normal"
+# A send_at this much before now is the client's clock running behind, not a time in the past.
+CLOCK_SKEW: Final = timedelta(seconds=60)
+MAX_SCHEDULE_AHEAD: Final = timedelta(days=35)
+MAX_VALIDITY_SECONDS: Final = 259_200
+# RFC 3339 date-time (the shape; fromisoformat then checks the ranges): an offset is required.
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 BATCH_FIELDS: Final = ("messages",)
 MAX_BATCH: Final = 1000
 # The header is the field its problems name.
@@ -64,6 +87,9 @@ class SendInput:
     from_number: str | None
     conversation_id: UUID | None
     from_named: bool
+    priority: str = DEFAULT_PRIORITY
+    send_at: datetime | None = None
+    expires_at: datetime | None = None  # from `expires_at`, or `validity_seconds` made absolute
 
 
 class KnownSender(Protocol):
@@ -173,8 +199,125 @@ def _string(payload: dict[str, Any], name: str, problems: list[Problem]) -> str 
     return value
 
 
-def parse_send(payload: dict[str, Any], settings: Settings) -> tuple[SendInput, list[Problem]]:
-    """Check one message's shape, recipient, body, sender number and conversation id format."""
+@dataclass(frozen=True)
+class Schedule:
+    """How urgent a message is and when it may go: not before send_at, not after expires_at."""
+
+    priority: str = DEFAULT_PRIORITY
+    send_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+def parse_timestamp(raw: str) -> datetime | None:
+    """An RFC 3339 date-time with its offset (2026-11-28T21:00:00Z), or None for anything else:
+    no offset, a date alone, another ISO 8601 spelling, an impossible date."""
+    if _RFC3339.fullmatch(raw) is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw.upper())
+    except ValueError:
+        return None
+
+
+def _timestamp(payload: dict[str, Any], name: str, problems: list[Problem]) -> datetime | None:
+    raw = _string(payload, name, problems)
+    if raw is None:
+        return None
+    value = parse_timestamp(raw)
+    if value is None:
+        problems.append(
+            Problem(
+                name,
+                "invalid_timestamp",
+                "must be an RFC 3339 date-time with an offset, such as 2026-11-28T21:00:00Z",
+            )
+        )
+    return value
+
+
+def _validity(payload: dict[str, Any], problems: list[Problem]) -> int | None:
+    value = payload.get("validity_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(Problem("validity_seconds", "invalid_type", "must be an integer"))
+        return None
+    if not 1 <= value <= MAX_VALIDITY_SECONDS:
+        problems.append(
+            Problem("validity_seconds", "out_of_range", f"from 1 to {MAX_VALIDITY_SECONDS} seconds")
+        )
+        return None
+    return value
+
+
+def parse_schedule(payload: dict[str, Any], now: datetime) -> tuple[Schedule, list[Problem]]:
+    """Check priority, send_at and expires_at or validity_seconds against `now` (aware).
+
+    send_at may lie up to CLOCK_SKEW before now (kept as given: it is due at once) and at most
+    MAX_SCHEDULE_AHEAD after. Validity counts from send_at, or from now when send_at is absent or
+    already past; it becomes the absolute expires_at. An expires_at must come after now and after
+    send_at, and at most MAX_VALIDITY_SECONDS after the time validity counts from.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    problems: list[Problem] = []
+    priority = _string(payload, "priority", problems)
+    if priority is not None and priority not in PRIORITIES:
+        problems.append(Problem("priority", "invalid_priority", f"one of {', '.join(PRIORITIES)}"))
+        priority = None
+    send_at = _timestamp(payload, "send_at", problems)
+    send_at_ok = send_at is not None
+    if send_at is not None and send_at < now - CLOCK_SKEW:
+        problems.append(Problem("send_at", "in_past", "must not be before now"))
+        send_at_ok = False
+    elif send_at is not None and send_at > now + MAX_SCHEDULE_AHEAD:
+        days = MAX_SCHEDULE_AHEAD.days
+        problems.append(Problem("send_at", "too_far_ahead", f"at most {days} days from now"))
+        send_at_ok = False
+    # Validity counts from here; a send_at with a problem still serves, so that an expiry meant
+    # for it is not reported as a second problem.
+    start = now if send_at is None else max(send_at, now)
+    validity = _validity(payload, problems)
+    expires_at = _timestamp(payload, "expires_at", problems)
+    if expires_at is not None and payload.get("validity_seconds") is not None:
+        problems.append(
+            Problem(
+                "validity_seconds",
+                "conflicting_fields",
+                "give expires_at or validity_seconds, not both",
+            )
+        )
+    elif validity is not None:
+        expires_at = start + timedelta(seconds=validity)
+    elif expires_at is not None:
+        if expires_at <= now:
+            problems.append(Problem("expires_at", "in_past", "must be later than now"))
+        elif send_at is not None and expires_at <= send_at:
+            problems.append(Problem("expires_at", "before_send_at", "must be later than send_at"))
+        elif expires_at > start + timedelta(seconds=MAX_VALIDITY_SECONDS):
+            problems.append(
+                Problem(
+                    "expires_at",
+                    "too_far_ahead",
+                    f"at most {MAX_VALIDITY_SECONDS} seconds after send_at (or now)",
+                )
+            )
+    expiry_fields = {"expires_at", "validity_seconds"}
+    return (
+        Schedule(
+            priority=priority or DEFAULT_PRIORITY,
+            send_at=send_at if send_at_ok else None,
+            expires_at=None if any(p.field in expiry_fields for p in problems) else expires_at,
+        ),
+        problems,
+    )
+
+
+def parse_send(
+    payload: dict[str, Any], settings: Settings, *, now: datetime
+) -> tuple[SendInput, list[Problem]]:
+    """Check one message's shape, recipient, body, sender number, conversation id format and
+    schedule (against `now`, the request's time)."""
     problems = [
         Problem(name, "unknown_field", f"unknown field; expected {', '.join(SEND_FIELDS)}")
         for name in payload
@@ -211,7 +354,19 @@ def parse_send(payload: dict[str, Any], settings: Settings) -> tuple[SendInput, 
         except ValueError:
             problems.append(Problem("conversation_id", "invalid_uuid", "must be a UUID"))
     from_named = payload.get("from") is not None
-    return SendInput(to, body, from_number, conversation_id, from_named), problems
+    schedule, found = parse_schedule(payload, now)
+    problems += found
+    given = SendInput(
+        to,
+        body,
+        from_number,
+        conversation_id,
+        from_named,
+        priority=schedule.priority,
+        send_at=schedule.send_at,
+        expires_at=schedule.expires_at,
+    )
+    return given, problems
 
 
 def prefixed(index: int, problems: list[Problem]) -> list[Problem]:
@@ -220,9 +375,10 @@ def prefixed(index: int, problems: list[Problem]) -> list[Problem]:
 
 
 def parse_batch(
-    payload: dict[str, Any], settings: Settings
+    payload: dict[str, Any], settings: Settings, *, now: datetime
 ) -> tuple[list[SendInput], list[Problem]]:
-    """Each item through parse_send, and every problem of the envelope and the items at once."""
+    """Each item through parse_send (all judged against the one `now`), and every problem of the
+    envelope and the items at once."""
     problems = [
         Problem(name, "unknown_field", f"unknown field; expected {', '.join(BATCH_FIELDS)}")
         for name in payload
@@ -249,7 +405,7 @@ def parse_batch(
             problems.append(Problem(f"messages[{index}]", "invalid_type", "must be an object"))
             parsed.append(SendInput(None, None, None, None, from_named=False))
             continue
-        given, found = parse_send(item, settings)
+        given, found = parse_send(item, settings, now=now)
         problems += prefixed(index, found)
         parsed.append(given)
     return parsed, problems

@@ -15,8 +15,12 @@ for --ingress-delay-min..--ingress-delay-max seconds before the provider sees th
 taken (or refused) as usual even if its client gave up waiting meanwhile.
 Faults can also be changed at run time: POST /_sim/config with a JSON object of the same names
 (e.g. {"hang_rate": 1}); GET /_sim/messages lists accepted messages (with our message_id, segments,
-ingress_delayed) and how many sends are held (ingress_held); POST /_sim/reset clears them, drops
-held sends and restores the start-up settings.
+ingress_delayed, validity_period) and how many sends are held (ingress_held); GET
+/_sim/sends?from=NUMBER lists that number's accepted sends ({at: monotonic seconds, segments}), the
+most segments in any one-second window, its pace and its pace refusals (without ?from=, every
+number); POST /_sim/reset clears them, drops held sends and restores the start-up settings.
+A pace per sender: --enforce-mps '*=10,+15005550006=1:2' refuses (429, as the provider would) a
+send that would put more than ceil(mps) + burst segments in its number's trailing second.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ _HELP = {
     "ingress_delay_rate": "probability a send is held before the provider sees it (slow path)",
     "ingress_delay_min": "seconds a held send waits at least",
     "ingress_delay_max": "seconds a held send waits at most (uniform between min and max)",
+    "enforce_mps": (
+        "per-sender pace in segments: NUMBER=MPS[:BURST],... ('*' = every other number) or JSON;"
+        " a send that would put more than ceil(mps)+burst segments in the trailing second of its"
+        " from number gets the provider's 429 (burst default max(1, ceil(mps)))"
+    ),
     "outage": "answer 503 to everything (true/false)",
     "outage_windows": "503 during these windows, seconds after start: 10-20,45-50",
     "seed": "random seed for repeatable faults",

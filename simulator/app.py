@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from simulator import signalwire_api, twilio_api
 from simulator.config import ConfigError, SimConfig
+from simulator.pace import max_in_window, rule_for
 from simulator.state import SimState
 
 
@@ -38,6 +40,25 @@ def create_app(config: SimConfig | None = None) -> Starlette:
     async def messages(request: Request) -> Response:
         return JSONResponse({**state.store.report(), "ingress_held": state.ingress_held})
 
+    def sender_report(number: str) -> dict[str, Any]:
+        sends = state.pace.sends(number)
+        rule = rule_for(state.config.enforce_mps, number)
+        return {
+            "sends": [{"at": s.at, "segments": s.segments} for s in sends],
+            "segments": sum(s.segments for s in sends),
+            "max_window_segments": max_in_window(sends),
+            "refused": state.pace.refused[number],
+            "rule": None if rule is None else rule.public(),
+        }
+
+    async def sends(request: Request) -> Response:
+        """Accepted sends per `from` number: `at` is the simulator's time.monotonic()."""
+        number = request.query_params.get("from")
+        if number is not None:
+            return JSONResponse({"from": number, "clock": "monotonic", **sender_report(number)})
+        every = {n: sender_report(n) for n in state.pace.senders()}
+        return JSONResponse({"clock": "monotonic", "senders": every})
+
     async def reset(request: Request) -> Response:
         state.reset()
         return JSONResponse({"reset": True})
@@ -57,6 +78,7 @@ def create_app(config: SimConfig | None = None) -> Starlette:
             Route("/_sim/config", get_config, methods=["GET"]),
             Route("/_sim/config", set_config, methods=["POST"]),
             Route("/_sim/messages", messages, methods=["GET"]),
+            Route("/_sim/sends", sends, methods=["GET"]),
             Route("/_sim/reset", reset, methods=["POST"]),
             Route("/_sim/health", health, methods=["GET"]),
         ],

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.pace import PaceRule, parse_rules
+
 # Dev credentials: `make run` and the tests point both SDKs at these unless SIM_* overrides them.
 DEFAULT_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
 DEFAULT_TWILIO_AUTH_TOKEN = "sim-auth-token"  # noqa: S105 - a published dev credential
@@ -66,6 +68,9 @@ class SimConfig:
     ingress_delay_rate: float = 0.0
     ingress_delay_min: float = 5.0
     ingress_delay_max: float = 15.0
+    # Per-sender pace: number (or "*" for every other number) -> mps in segments and burst; a
+    # send that would put more than ceil(mps) + burst segments in the trailing second gets 429.
+    enforce_mps: dict[str, PaceRule] = field(default_factory=dict)
     outage: bool = False
     outage_windows: list[tuple[float, float]] = field(default_factory=list)  # offsets from set time
     seed: int | None = None
@@ -95,9 +100,11 @@ class SimConfig:
             "signalwire_signing_key",
             "windows_origin",
         }
-        return {
+        shown = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden
         }
+        shown["enforce_mps"] = {n: r.public() for n, r in self.enforce_mps.items()}
+        return shown
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SimConfig) if f.name != "windows_origin"}
@@ -117,6 +124,8 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, str):  # "10-20,45-50" from a flag or SIM_OUTAGE_WINDOWS
                 value = [w.split("-") for w in value.split(",") if w.strip()]
             return [(float(a), float(b)) for a, b in value]
+        if name == "enforce_mps":
+            return parse_rules(value)
         if name == "delivery_failures":
             if isinstance(value, str):  # JSON from a flag or SIM_DELIVERY_FAILURES
                 value = json.loads(value)

@@ -35,6 +35,11 @@ _SIMPLE = {
     503: "Service Unavailable",
 }
 CHARGE_PER_SEGMENT = 0.00415  # USD; only the shape matters here
+# Message.CreateMessageRequest's properties; it has `unevaluatedProperties: {not: {}}`, so a
+# body with any other (ValidityPeriod's kin included: this API takes no validity) is invalid.
+CREATE_PROPERTIES = frozenset(
+    ("to", "from", "body", "media", "send_as_mms", "status_callback", "custom_variables")
+)
 
 
 def errors(
@@ -45,14 +50,37 @@ def errors(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """SignalWire's `errors[]` body (422 validation errors, 429)."""
-    item = {
+    return error_list(status, [error_item(code, message, attribute)], headers)
+
+
+def error_item(code: str, message: str, attribute: str | None = None) -> dict[str, Any]:
+    """One `Types.StatusCodes.RestApiErrorItem`."""
+    return {
         "type": "validation_error",
         "code": code,
         "message": message,
         "attribute": attribute,
         "url": _DOCS + code,
     }
-    return JSONResponse({"errors": [item]}, status_code=status, headers=headers)
+
+
+def error_list(
+    status: int, items: list[dict[str, Any]], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"errors": items}, status_code=status, headers=headers)
+
+
+def unknown_properties(data: Mapping[str, Any]) -> JSONResponse | None:
+    """422 naming each property the create schema does not declare, or None if there is none.
+
+    `invalid_parameter` is the code SignalWire gives its generic validation errors (its error
+    code list, signalwire/docs-legacy#703); there is one item per unknown property.
+    """
+    unknown = sorted(set(data) - CREATE_PROPERTIES)
+    if not unknown:
+        return None
+    items = [error_item("invalid_parameter", "is not a permitted parameter", k) for k in unknown]
+    return error_list(422, items)
 
 
 def simple(status: int) -> JSONResponse:
@@ -136,6 +164,8 @@ def routes(state: SimState) -> list[Route]:
             return simple(400)
         if not isinstance(data, dict):
             return simple(400)
+        if (unknown := unknown_properties(data)) is not None:
+            return unknown
         to, from_, body = (str(data.get(k) or "") for k in ("to", "from", "body"))
         for name, value in (("to", to), ("from", from_), ("body", body)):
             if not value:
@@ -151,6 +181,9 @@ def routes(state: SimState) -> list[Route]:
             state.store.count_request(key, f"rejected_{refusal.code}")
             headers = {"Retry-After": f"{cfg.retry_after:g}"} if refusal.status == 429 else None
             return errors(refusal.status, refusal.code, refusal.message, refusal.attribute, headers)
+        if (limited := state.paced(from_, body)) is not None:
+            state.store.count_request(key, "pace_limited")
+            return fault_response(limited)
         raw_variables = data.get("custom_variables")
         variables = (
             {str(k): str(v) for k, v in raw_variables.items()}

@@ -8,9 +8,11 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from simulator import segments
 from simulator.callbacks import CallbackSender
 from simulator.config import SimConfig
-from simulator.faults import FaultEngine
+from simulator.faults import Fault, FaultEngine
+from simulator.pace import PaceLimiter, rule_for
 from simulator.store import Store
 
 T = TypeVar("T")
@@ -23,10 +25,11 @@ class Withdrawn(Exception):
 class SimState:
     """What the route handlers share; `reset()` returns to the settings the process started with."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, pace: PaceLimiter | None = None) -> None:
         self.config = config
         self._initial = copy.deepcopy(config)
         self.store = Store()
+        self.pace = pace or PaceLimiter()
         self.faults = FaultEngine(config)
         self.callbacks = CallbackSender(config, self.faults)
         self._held: set[asyncio.Task[object]] = set()  # sends inside their ingress delay
@@ -36,6 +39,15 @@ class SimState:
     def ingress_held(self) -> int:
         """How many send requests are being held by the ingress_delay fault right now."""
         return len(self._held)
+
+    def paced(self, from_number: str, body: str) -> Fault | None:
+        """Record a send from `from_number` as accepted, or the 429 its sender's pace calls for.
+
+        Call it last, just before the message is created: what it records counts as accepted.
+        """
+        rule = rule_for(self.config.enforce_mps, from_number)
+        wait = self.pace.admit(from_number, segments.count(body), rule)
+        return None if wait is None else Fault("rate_limited", 429, retry_after=wait)
 
     async def admit(self, handle: Callable[[bool], Awaitable[T]]) -> T:
         """Run a send's handling after its ingress delay, to the end even if its client leaves.
@@ -75,6 +87,7 @@ class SimState:
         for f in dataclasses.fields(SimConfig):
             setattr(self.config, f.name, copy.deepcopy(getattr(self._initial, f.name)))
         self.store.reset()
+        self.pace.reset()
         self.faults.reseed()
 
     async def aclose(self) -> None:

@@ -38,6 +38,7 @@ class SimMessage:
     custom_variables: dict[str, str] = field(default_factory=dict)
     message_id: str | None = None  # ours, when the request carried it (callback URL or variables)
     ingress_delayed: bool = False  # held by the ingress_delay fault before the provider saw it
+    validity_period: int | None = None  # Twilio's ValidityPeriod as sent (seconds); not rendered
     status: str = "queued"
     error_code: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -134,6 +135,7 @@ class Store:
                     "message_id": m.message_id,
                     "segments": m.segments,
                     "ingress_delayed": m.ingress_delayed,
+                    "validity_period": m.validity_period,
                     "hung": m.hung,
                     "accepted_count": accepted[key],  # > 1 means the same content was sent twice
                     "request_count": self.attempts[key],  # every send request for this content

@@ -30,6 +30,7 @@ PREFIX = "/2010-04-01/Accounts/{account_sid}"
 PRICE_PER_SEGMENT = 0.0079  # USD, a US long-code segment; only the shape matters here
 _ERRORS = {
     20001: "Invalid parameter",
+    21624: "Invalid validity period value",
     20003: "Authenticate",
     20404: "The requested resource was not found",
     20429: "Too Many Requests",
@@ -69,6 +70,29 @@ def fault_response(fault: Fault) -> JSONResponse:
     if fault.code is not None:
         return error(fault.status, int(fault.code) if fault.code.isdigit() else 20001)
     return error(fault.status, 20500 if fault.status == 500 else 20503)
+
+
+VALIDITY_RANGE = range(1, 36001)  # seconds; the Messages create spec's ValidityPeriod
+
+
+def validity_period(raw: str | None) -> int | Response | None:
+    """`ValidityPeriod` as seconds (None when not sent), or Twilio's 400 for a bad value.
+
+    The spec: "Accepted values are integers from `1` to `36000`". Twilio's error 21624
+    ("Invalid validity period value": "can only be set to integers between 1 and 36,000
+    seconds") names this request parameter, so a non-integer gets it too.
+    """
+    if raw is None:
+        return None
+    text = raw.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()) or int(text) not in VALIDITY_RANGE:
+        return error(
+            400,
+            21624,
+            "Validity period can only be set to integers between 1 and 36,000 seconds.",
+        )
+    return int(text)
 
 
 def rfc2822(value: datetime | None) -> str | None:
@@ -144,6 +168,9 @@ def routes(state: SimState) -> list[Route]:
             return error(400, 21603, "A 'From' phone number is required.")
         if not body:
             return error(400, 21602, "Message body is required.")
+        validity = validity_period(form.get("ValidityPeriod"))
+        if isinstance(validity, Response):
+            return validity
         key = ("twilio", from_, to, body)
         await state.faults.delay()
         fault = state.faults.before_accept()
@@ -154,6 +181,9 @@ def routes(state: SimState) -> list[Route]:
         if refusal is not None:
             state.store.count_request(key, f"rejected_{refusal.code}")
             return error(refusal.status, int(refusal.code), refusal.message)
+        if (limited := state.paced(from_, body)) is not None:
+            state.store.count_request(key, "pace_limited")
+            return fault_response(limited)
         callback = form.get("StatusCallback") or None
         message = SimMessage(
             twilio_sid(),
@@ -165,6 +195,7 @@ def routes(state: SimState) -> list[Route]:
             callback,
             message_id=our_message_id(callback),
             ingress_delayed=delayed,
+            validity_period=validity,
         )
         state.store.add(message)
         state.store.count_request(key, "accepted")

@@ -127,6 +127,8 @@ def settings(db_url: str) -> Settings:
             "TWILIO_AUTH_TOKEN": "test-auth-token",
             "TWILIO_PHONE_NUMBER": "+15005550006",
             "PUBLIC_BASE_URL": "http://testserver",
+            # Senders registered by these settings are not paced unless a test says so.
+            "SENDER_DEFAULT_MPS": "10000",
         }
     )
 

@@ -32,6 +32,22 @@ from shared.providers.registry import close_providers, open_providers
 
 ROOT = Path(__file__).resolve().parent.parent
 TWILIO_FROM = "+15005550006"
+# Tests that are not about pacing send from senders fast enough never to be held back by it.
+UNPACED_MPS = 10_000
+
+SENDER_SQL = """
+    INSERT INTO sms_senders (phone_number, provider, mps, burst)
+    VALUES (%(number)s, %(provider)s, %(mps)s, %(burst)s)
+    ON CONFLICT (phone_number) DO NOTHING
+"""
+
+
+def ensure_sender(
+    db: psycopg.Connection[Any], number: str, provider: str = "twilio", *, mps: float = UNPACED_MPS
+) -> None:
+    """Register `number` as a sender (the API refuses unknown ones), unpaced unless `mps` says."""
+    burst = max(1, int(mps))
+    db.execute(SENDER_SQL, {"number": number, "provider": provider, "mps": mps, "burst": burst})
 
 
 def enqueue_messages(
@@ -41,8 +57,14 @@ def enqueue_messages(
     from_number: str = TWILIO_FROM,
     provider: str = "twilio",
     body: str = "hello",
+    priority: str = "normal",
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
 ) -> list[UUID]:
     """Enqueue one message per recipient, the way the API does; their ids in order."""
+
+    with psycopg.connect(db_url, autocommit=True) as db:
+        ensure_sender(db, from_number, provider)
 
     async def go() -> list[UUID]:
         async with await AsyncConnection.connect(db_url) as conn:
@@ -59,6 +81,9 @@ def enqueue_messages(
                     idempotency_key=None,
                     request_hash=None,
                     request_id=f"req-{i}",
+                    priority=priority,
+                    send_at=send_at,
+                    expires_at=expires_at,
                 )
                 ids.append(created.id)
             return ids
@@ -226,6 +251,7 @@ def enqueue_bulk(db: psycopg.Connection[Any], n: int, *, from_number: str = TWIL
     The same rows shared.messages.enqueue writes, made at once so that several dispatchers meet a
     full queue together; then one wake-up.
     """
+    ensure_sender(db, from_number)
     db.execute(
         """
         WITH conv AS (
@@ -240,8 +266,8 @@ def enqueue_bulk(db: psycopg.Connection[Any], n: int, *, from_number: str = TWIL
             FROM conv
             RETURNING id, provider
         )
-        INSERT INTO sms_outbox (kind, message_id, provider)
-        SELECT 'send_sms', id, provider FROM msg
+        INSERT INTO sms_outbox (kind, message_id, provider, sender)
+        SELECT 'send_sms', id, provider, %(from)s FROM msg
         """,
         {"from": from_number, "n": n},
     )

@@ -61,6 +61,20 @@ class SimHandle:
         rows: list[dict[str, Any]] = self.report()["messages"]
         return rows
 
+    def sends(self, from_number: str | None = None) -> dict[str, Any]:
+        """`GET /_sim/sends[?from=]`: accepted sends ({at, segments}, `at` the simulator's
+        time.monotonic()), max_window_segments, refused (pace 429s) and rule, per number."""
+        params = None if from_number is None else {"from": from_number}
+        response = self._http.get("/_sim/sends", params=params)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def max_window_segments(self, from_number: str) -> int:
+        """The most segments the simulator accepted from `from_number` in any one-second window."""
+        most: int = self.sends(from_number)["max_window_segments"]
+        return most
+
     def twilio_messages_path(self) -> str:
         """Path of the Twilio Messages collection for this simulator's account."""
         return f"/2010-04-01/Accounts/{self.config.twilio_account_sid}/Messages.json"

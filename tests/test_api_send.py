@@ -40,9 +40,10 @@ def test_accepted_body_is_exactly_the_documented_one(
     body = r.json()
     assert set(body) == {
         "id", "status", "conversation_id", "to", "from", "provider", "provider_sid", "segments",
-        "encoding", "created_at",
+        "encoding", "created_at", "priority", "send_at", "expires_at",
     }  # fmt: skip
     assert body["status"] == "pending" and body["provider_sid"] is None
+    assert (body["priority"], body["send_at"], body["expires_at"]) == ("normal", None, None)
     assert (body["to"], body["from"], body["provider"]) == (TO, SENDER, "twilio")
     assert (body["segments"], body["encoding"]) == (1, "GSM-7")
     assert r.headers["location"] == f"/sms/messages/{body['id']}"

@@ -15,6 +15,8 @@ from shared.db import open_pool
 from shared.queries import q
 from tests.dispatch_support import enqueue_messages, later, outbox_rows, recipients
 
+OTHER_FROM = "+15005550009"
+
 
 def _claim(conn: psycopg.Connection[Any], owner: str, limit: int, now: Any = None) -> list[int]:
     rows = conn.execute(
@@ -25,19 +27,27 @@ def _claim(conn: psycopg.Connection[Any], owner: str, limit: int, now: Any = Non
 
 
 def test_two_open_claims_never_share_a_row(db_url: str, db: psycopg.Connection[Any]) -> None:
-    """While one claim's transaction is still open, a second claimer skips its rows, not waits."""
+    """While one claim's transaction is still open, a second claimer passes the senders it holds
+    (their pace is being spent) and takes other senders' work, never waiting; once the first
+    commits, the rest of its sender's work is the second's."""
     enqueue_messages(db_url, recipients(10))
     with psycopg.connect(db_url) as a, psycopg.connect(db_url) as b:
         first = _claim(a, "a", 6)
+        enqueue_messages(db_url, recipients(3, start=100), from_number=OTHER_FROM)
         b.execute("SET lock_timeout = '2s'")  # waiting on a's locks would fail the test
         second = _claim(b, "b", 6)
         a.commit()
         b.commit()
+        third = _claim(b, "b", 6)
+        b.commit()
     assert len(first) == 6
-    assert len(second) == 4
-    assert not set(first) & set(second)
+    assert len(second) == 3  # the other sender's three, none of the first sender's
+    assert len(third) == 4
+    assert not set(first) & set(second) and not set(first) & set(third)
     owners = {r["id"]: r["lease_owner"] for r in outbox_rows(db)}
-    assert all(owners[i] == "a" for i in first) and all(owners[i] == "b" for i in second)
+    assert all(owners[i] == "a" for i in first) and all(owners[i] == "b" for i in second + third)
+    senders = {r["id"]: r["sender"] for r in outbox_rows(db)}
+    assert {senders[i] for i in second} == {OTHER_FROM}
 
 
 def test_racing_claimers_partition_the_queue(db_url: str, db: psycopg.Connection[Any]) -> None:

@@ -15,13 +15,17 @@ from dispatcher.wakeup import Wakeup
 from shared.config import Settings
 from shared.db import conninfo_with_app
 from shared.messages import enqueue
-from tests.dispatch_support import running
+from tests.dispatch_support import SENDER_SQL, UNPACED_MPS, running
 from tests.fixtures_sim import SIM_TWILIO_NUMBER, SimHandle
 
 LISTENER_APP = "test-dispatcher-listen"
 
 
 async def add_message(conn: AsyncConnection[Any], to: str, *, notify: bool) -> None:
+    await conn.execute(
+        SENDER_SQL,
+        {"number": SIM_TWILIO_NUMBER, "provider": "twilio", "mps": UNPACED_MPS, "burst": 10_000},
+    )
     await enqueue(
         conn,
         api_key_id=None,

@@ -46,9 +46,9 @@ def _arrange(db: psycopg.Connection[Any]) -> dict[str, str]:
         (ids["failed"],),
     )
     db.execute(
-        "INSERT INTO sms_outbox (kind, message_id, provider, state, attempts, lease_owner,"
-        " lease_expires_at, next_attempt_at) VALUES ('send_sms', %s, 'twilio', 'leased', 2, %s,"
-        " now() + interval '1 minute', now() + interval '1 minute')",
+        "INSERT INTO sms_outbox (kind, message_id, provider, sender, state, attempts, lease_owner,"
+        " lease_expires_at, next_attempt_at) VALUES ('send_sms', %s, 'twilio', '+15005550006',"
+        " 'leased', 2, %s, now() + interval '1 minute', now() + interval '1 minute')",
         (ids["leased"], OWNER),
     )
     db.execute(

@@ -192,7 +192,7 @@ def test_record_rows_carry_our_id_segments_and_ingress_flag(sim: SimHandle, prov
     assert set(row) == {
         "sid", "provider", "from", "to", "body", "status", "error_code", "created_at",
         "status_callback", "custom_variables", "message_id", "segments", "ingress_delayed",
-        "hung", "accepted_count", "request_count",
+        "hung", "accepted_count", "request_count", "validity_period",
     }  # fmt: skip
 
 

@@ -42,14 +42,16 @@ def test_queue_health(db: psycopg.Connection[Any]) -> None:
     ready = _message(db, "+14155552671")
     leased = _message(db, "+14155552672")
     db.execute(
-        "INSERT INTO sms_outbox (kind, message_id, provider, next_attempt_at)"
-        " VALUES ('send_sms', %s, 'twilio', now() - interval '30 seconds')",
+        "INSERT INTO sms_outbox (kind, message_id, provider, sender, next_attempt_at)"
+        " SELECT 'send_sms', id, provider, from_number, now() - interval '30 seconds'"
+        " FROM sms_messages WHERE id = %s",
         (ready,),
     )
     db.execute(
-        "INSERT INTO sms_outbox (kind, message_id, provider, state, lease_owner,"
-        " lease_expires_at, next_attempt_at) VALUES ('send_sms', %s, 'twilio', 'leased', 'd1',"
-        " now() - interval '1 second', now() - interval '1 second')",
+        "INSERT INTO sms_outbox (kind, message_id, provider, sender, state, lease_owner,"
+        " lease_expires_at, next_attempt_at) SELECT 'send_sms', id, provider, from_number,"
+        " 'leased', 'd1', now() - interval '1 second', now() - interval '1 second'"
+        " FROM sms_messages WHERE id = %s",
         (leased,),
     )
     rows = db.execute(
@@ -83,9 +85,10 @@ def test_stuck_work(db: psycopg.Connection[Any]) -> None:
     """Expired leases, accepted messages with no final status, and old pending messages show."""
     leased = _message(db, "+14155552671")
     db.execute(
-        "INSERT INTO sms_outbox (kind, message_id, provider, state, lease_owner,"
-        " lease_expires_at, next_attempt_at) VALUES ('send_sms', %s, 'twilio', 'leased', 'd1',"
-        " now() - interval '2 minutes', now() - interval '2 minutes')",
+        "INSERT INTO sms_outbox (kind, message_id, provider, sender, state, lease_owner,"
+        " lease_expires_at, next_attempt_at) SELECT 'send_sms', id, provider, from_number,"
+        " 'leased', 'd1', now() - interval '2 minutes', now() - interval '2 minutes'"
+        " FROM sms_messages WHERE id = %s",
         (leased,),
     )
     silent = _message(

@@ -24,6 +24,7 @@ from dispatcher.outbox import Outbox, Sent
 from shared.config import Settings
 from shared.db import open_pool
 from tests.api_support import LiveServer
+from tests.dispatch_support import ensure_sender
 from tests.fixtures_sim import SIM_TWILIO_NUMBER, CallbackListener, SimHandle
 from tests.status_support import events, insert_message, message, snapshot
 from tests.test_sweeper import SENDERS, send_at_sim
@@ -476,8 +477,10 @@ def test_callback_before_dispatcher_records_sid_lands_on_its_message(
     other = insert_message(
         db, provider="twilio", from_number=SIM_TWILIO_NUMBER, to_number="+14155550199"
     )
+    ensure_sender(db, SIM_TWILIO_NUMBER)
     db.execute(
-        "INSERT INTO sms_outbox (kind, message_id, provider) VALUES ('send_sms', %s, 'twilio')",
+        "INSERT INTO sms_outbox (kind, message_id, provider, sender)"
+        " SELECT 'send_sms', id, provider, from_number FROM sms_messages WHERE id = %s",
         (mid,),
     )
 

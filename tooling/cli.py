@@ -87,16 +87,26 @@ def _parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=_plain(cli_actions.cancel))
 
     sender = commands.add_parser(
-        "senders", help="list, add and disable sender numbers, and pick the default"
+        "senders", help="list, add and disable sender numbers, set their pace, pick the default"
     )
     sender_commands = sender.add_subparsers(dest="sender_command", required=True)
-    _reader(sender_commands.add_parser("list", help="every sender")).set_defaults(
-        func=_plain(cli_reports.senders_list)
-    )
+    _reader(
+        sender_commands.add_parser("list", help="every sender with its pace and backlog")
+    ).set_defaults(func=_plain(cli_reports.senders_list))
     add = sender_commands.add_parser("add", help="add an enabled sender number")
     add.add_argument("number")
     add.add_argument("--provider", required=True, choices=PROVIDERS)
+    add.add_argument("--mps", help="segments per second (default SENDER_DEFAULT_MPS)")
+    add.add_argument("--burst", help="segments at once after a quiet spell (default max(1, mps))")
     add.set_defaults(func=cli_actions.senders_add)
+    rate = sender_commands.add_parser(
+        "set-rate",
+        help="send from this number at most MPS segments per second, shared by every dispatcher",
+    )
+    rate.add_argument("number")
+    rate.add_argument("mps", help="segments per second, 0.001 to 10000")
+    rate.add_argument("--burst", help="segments at once after a quiet spell (default max(1, mps))")
+    rate.set_defaults(func=cli_actions.senders_set_rate)
     disable = sender_commands.add_parser("disable", help="refuse a number as 'from' from now on")
     disable.add_argument("number")
     disable.set_defaults(func=cli_actions.senders_disable)

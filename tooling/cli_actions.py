@@ -1,4 +1,5 @@
-"""smsctl's commands that change things: retry, cancel, senders add/disable/set-default, prune."""
+"""smsctl's commands that change things: retry, cancel, senders add/disable/set-default/set-rate,
+prune."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import argparse
 import getpass
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from psycopg import AsyncConnection, Rollback
 
 from shared import operations, wakeup
-from shared.config import PROVIDERS, Settings
+from shared.config import MAX_BURST, PROVIDERS, Settings, default_burst, mps_problem
 from shared.queries import q
 from shared.validation import to_e164
 from tooling import retention
@@ -69,6 +71,32 @@ async def cancel(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
     return OK
 
 
+def _pace(
+    mps_text: str | None, burst_text: str | None, default_mps: float, mps_name: str
+) -> tuple[Decimal, int]:
+    """The pace given (burst defaults to max(1, ceil(mps))); a ValueError names the argument."""
+    if mps_text is None:
+        mps = Decimal(str(default_mps))
+    else:
+        try:
+            mps = Decimal(mps_text.strip())
+        except InvalidOperation:
+            raise ValueError(f"{mps_name} is not a number: {mps_text!r}") from None
+    # Decimal keeps what the operator typed (0.1 stays 0.1); NaN and infinities cannot be floats.
+    problem = mps_problem(float(mps)) if mps.is_finite() else "must be a finite number"
+    if problem is not None:
+        raise ValueError(f"{mps_name} {problem}, got {mps_text}")
+    if burst_text is None:
+        return mps, default_burst(float(mps))
+    try:
+        burst = int(burst_text.strip())
+    except ValueError:
+        raise ValueError(f"--burst is not a whole number: {burst_text!r}") from None
+    if not 1 <= burst <= MAX_BURST:
+        raise ValueError(f"--burst must be 1 to {MAX_BURST} segments, got {burst}")
+    return mps, burst
+
+
 async def senders_add(
     conn: AsyncConnection[Any], args: argparse.Namespace, settings: Settings
 ) -> int:
@@ -77,14 +105,44 @@ async def senders_add(
         return fail(USAGE, f"not a phone number: {args.number}")
     if args.provider not in PROVIDERS:  # pragma: no cover - argparse choices check it first
         return fail(USAGE, f"--provider must be one of {', '.join(PROVIDERS)}")
+    try:
+        mps, burst = _pace(args.mps, args.burst, settings.sender_default_mps, "--mps")
+    except ValueError as e:
+        return fail(USAGE, str(e))
     async with conn.transaction():
         cur = await conn.execute(
-            q("senders_add"), {"phone_number": number, "provider": args.provider}
+            q("senders_add"),
+            {"phone_number": number, "provider": args.provider, "mps": mps, "burst": burst},
         )
         added = await cur.fetchone()
     if added is None:
         return fail(REFUSED, f"{number} is already a sender")
-    print(f"added sender {number} ({args.provider})", file=sys.stderr)
+    print(f"added sender {number} ({args.provider}, {mps} mps, burst {burst})", file=sys.stderr)
+    return OK
+
+
+async def senders_set_rate(
+    conn: AsyncConnection[Any], args: argparse.Namespace, settings: Settings
+) -> int:
+    number = to_e164(args.number, settings.default_region)
+    if number is None:
+        return fail(USAGE, f"not a phone number: {args.number}")
+    try:
+        mps, burst = _pace(args.mps, args.burst, settings.sender_default_mps, "MPS")
+    except ValueError as e:
+        return fail(USAGE, str(e))
+    async with conn.transaction():
+        cur = await conn.execute(
+            q("senders_set_rate"), {"phone_number": number, "mps": mps, "burst": burst}
+        )
+        done = await cur.fetchone()
+    if done is None:
+        return fail(REFUSED, f"no sender {number} (see smsctl senders list)")
+    print(
+        f"{number} now sends at most {mps} segment(s) per second, {burst} at once,"
+        " across every dispatcher",
+        file=sys.stderr,
+    )
     return OK
 
 

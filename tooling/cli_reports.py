@@ -49,6 +49,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Decimal):  # 2.50 -> 2.5, 10.0 -> 10, never 1E+1
+        return format(value.normalize(), "f")
     return str(value).replace("\t", " ").replace("\n", " ")
 
 
@@ -183,5 +185,24 @@ async def senders_list(conn: AsyncConnection[Any], args: argparse.Namespace) -> 
     if args.json:
         print_json(rows)
     else:
-        print_table(("phone_number", "provider", "enabled", "is_default", "updated_at"), rows)
+        # The pace (sms_sender_pace): allowance_now in segments, the due backlog in rows and
+        # segments, how old its oldest row is and how long it takes to drain at this pace.
+        print_table(
+            (
+                "phone_number",
+                "provider",
+                "enabled",
+                "is_default",
+                "mps",
+                "burst",
+                "allowance_now",
+                "due",
+                "due_segments",
+                "scheduled",
+                "leased",
+                "oldest_due_seconds",
+                "drain_seconds",
+            ),
+            rows,
+        )
     return OK

@@ -49,6 +49,9 @@ class SendRequest:
     to_number: str
     body: str
     status_callback_url: str
+    # Seconds the message may still wait at the provider before it must not be sent (None: no
+    # limit). Providers whose API takes a validity pass it on (Twilio's ValidityPeriod).
+    validity_seconds: int | None = None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ from shared.providers.base import (
 # Reconciliation looks this far around the attempt's window, for clock skew between us and Twilio
 # (its dates have one-second resolution).
 CLOCK_SKEW = timedelta(seconds=2)
+# Twilio's Messages create takes ValidityPeriod in 1..36000 seconds (API reference, Message
+# resource); a longer validity is sent as the maximum. SignalWire's REST send takes none.
+MAX_VALIDITY_SECONDS = 36_000
 # Messages of one sender->recipient pair per page of a reconciliation lookup (newest first).
 PAGE_SIZE = 100
 # Past this many messages of the pair since the attempt, a lookup is inconclusive (looked up again
@@ -140,12 +143,17 @@ class TwilioProvider:
 
     async def send(self, request: SendRequest) -> SendResult:
         callback = request.status_callback_url or self.callback_url(request.message_id)
+        extra: dict[str, Any] = {}
+        if request.validity_seconds is not None:
+            # ValidityPeriod: 1-36000 s in Twilio's queue (its default is the maximum, 36000).
+            extra["validity_period"] = max(1, min(request.validity_seconds, MAX_VALIDITY_SECONDS))
         message = await self._call(
             lambda: self._messages.create_async(
                 to=request.to_number,
                 from_=request.from_number,
                 body=request.body,
                 status_callback=callback,
+                **extra,
             )
         )
         return SendResult(sid=str(message.sid), raw_status=str(message.status))

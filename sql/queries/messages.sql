@@ -3,8 +3,8 @@
 
 -- name: messages_fail
 -- The final failure of a message as one guarded UPDATE: only from a status that may still become
--- `failed` (%(sources)s, from shared.lifecycle), so a message that was delivered, canceled or already
--- failed is left alone. The prior status is read under the row lock to log `prior -> failed`; the
+-- %(status)s (`failed`, or `expired` when its validity ended unsent; %(sources)s, from
+-- shared.lifecycle), so a message that was delivered, canceled or already failed is left alone. The prior status is read under the row lock to log `prior -> failed`; the
 -- transition event and the conversation's last_message_at are written in the same statement.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
@@ -17,7 +17,7 @@ prior AS (
 ),
 moved AS (
     UPDATE sms_messages m
-    SET delivery_status = 'failed', error_code = %(error_code)s,
+    SET delivery_status = %(status)s, error_code = %(error_code)s,
         error_category = %(error_category)s, error_message = %(error_message)s,
         final_at = clock.now, updated_at = clock.now
     FROM prior, clock
@@ -34,7 +34,7 @@ events AS (
     INSERT INTO sms_message_events
         (message_id, event_type, from_status, to_status, provider, provider_sid, error_code,
          error_category, detail, occurred_at)
-    SELECT moved.id, 'transition', moved.prior_status, 'failed', moved.provider,
+    SELECT moved.id, 'transition', moved.prior_status, %(status)s, moved.provider,
            moved.provider_sid, %(error_code)s, %(error_category)s,
            jsonb_build_object('reason', %(error_message)s::text), clock.now
     FROM moved, clock
@@ -54,15 +54,18 @@ WHERE id = %(message_id)s;
 -- exists together with all the others, or none does. The rows come in as parallel arrays (one bind
 -- parameter each, whatever N is) and are unnested WITH ORDINALITY so the answer keeps the request's
 -- order. Foreign keys between the CTEs' rows are checked at the end of the statement, so they hold.
+-- Priority, send_at and expires_at ride along in the same arrays: no extra round trip.
 WITH input AS (
     -- Materialized once (it is read three times and calls a volatile function): each message's id
     -- is made here, so the final SELECT can join the inserted rows back to their position.
     SELECT gen_random_uuid() AS id, t.*
     FROM unnest(%(from_numbers)s::text[], %(to_numbers)s::text[], %(bodies)s::text[],
                 %(providers)s::text[], %(segments)s::int[], %(encodings)s::text[],
-                %(idempotency_keys)s::text[], %(request_hashes)s::text[])
+                %(idempotency_keys)s::text[], %(request_hashes)s::text[],
+                %(priorities)s::text[], %(send_ats)s::timestamptz[],
+                %(expires_ats)s::timestamptz[])
          WITH ORDINALITY AS t(from_number, to_number, body, provider, segments, encoding,
-                              idempotency_key, request_hash, ord)
+                              idempotency_key, request_hash, priority, send_at, expires_at, ord)
 ),
 conversation AS (
     -- Find or create each (from, to) thread once. DO UPDATE (not DO NOTHING) returns the row in
@@ -84,18 +87,25 @@ message AS (
     -- batch refuses the header (api/batch.py), so its rows carry NULL keys and hashes.
     INSERT INTO sms_messages (id, conversation_id, from_number, to_number, body, provider,
                               segments, encoding, api_key_id, idempotency_key, request_hash,
-                              request_id)
+                              request_id, priority, send_at, expires_at)
     SELECT i.id, c.id, i.from_number, i.to_number, i.body, i.provider, i.segments, i.encoding,
-           %(api_key_id)s, i.idempotency_key, i.request_hash, %(request_id)s
+           %(api_key_id)s, i.idempotency_key, i.request_hash, %(request_id)s, i.priority,
+           i.send_at, i.expires_at
     FROM input i
     JOIN conversation c ON c.from_number = i.from_number AND c.to_number = i.to_number
     RETURNING id, conversation_id, from_number, to_number, provider, segments, encoding,
-              created_at, request_hash
+              created_at, request_hash, priority, send_at, expires_at
 ),
 outbox AS (
-    -- Due at once (next_attempt_at defaults to now()); the dispatcher's claim index picks them up.
-    INSERT INTO sms_outbox (kind, message_id, provider)
-    SELECT 'send_sms', message.id, message.provider
+    -- Due at send_at, or at once; the claim reads everything it needs here without touching
+    -- sms_messages (sms_outbox_pace_idx: sender, priority, next_attempt_at). The priority number
+    -- is the word's place in ('high', 'normal', 'low'), as shared.validation.PRIORITIES orders
+    -- them and messages_requeue maps them too.
+    INSERT INTO sms_outbox (kind, message_id, provider, sender, priority, cost, expires_at,
+                            next_attempt_at)
+    SELECT 'send_sms', message.id, message.provider, message.from_number,
+           array_position(ARRAY['high', 'normal', 'low'], message.priority) - 1,
+           message.segments, message.expires_at, coalesce(message.send_at, now())
     FROM message
 ),
 created AS (
@@ -104,7 +114,7 @@ created AS (
     FROM message
 )
 SELECT m.id, m.conversation_id, m.from_number, m.to_number, m.provider, m.segments, m.encoding,
-       m.created_at, m.request_hash
+       m.created_at, m.request_hash, m.priority, m.send_at, m.expires_at
 FROM message m
 JOIN input i ON i.id = m.id
 ORDER BY i.ord;
@@ -112,7 +122,7 @@ ORDER BY i.ord;
 -- name: messages_by_idempotency_key
 -- Served by the UNIQUE (api_key_id, idempotency_key) index: the message a key already created.
 SELECT id, conversation_id, from_number, to_number, provider, segments, encoding, created_at,
-       request_hash
+       request_hash, priority, send_at, expires_at
 FROM sms_messages
 WHERE api_key_id = %(api_key_id)s
   AND idempotency_key = %(idempotency_key)s;
@@ -121,20 +131,23 @@ WHERE api_key_id = %(api_key_id)s
 -- One message by primary key, for GET /sms/messages/{id}.
 SELECT id, conversation_id, direction, from_number, to_number, body, provider, provider_sid,
        delivery_status, error_code, error_category, error_message, segments, encoding, attempts,
-       request_id, created_at, updated_at, submitted_at, final_at
+       request_id, created_at, updated_at, submitted_at, final_at, priority, send_at, expires_at
 FROM sms_messages
 WHERE id = %(id)s;
 
 -- name: messages_list
 -- Newest first over (created_at, id), keyset-paged: the cursor is the last row's (created_at, id),
 -- so a page costs the same however deep it is (sms_messages_created_idx; status, conversation and
--- recipient filters have their own indexes). A NULL parameter means "no filter". Run unprepared:
--- a generic plan for the NULL-or-equal filters would ignore the index the given filter needs.
+-- recipient filters have their own indexes; priority has none: three values select too little
+-- to pay for one, so it filters the walk of another index). A NULL parameter means "no filter".
+-- Run unprepared: a generic plan for the NULL-or-equal filters would ignore the index the given
+-- filter needs.
 SELECT id, conversation_id, direction, from_number, to_number, body, provider, provider_sid,
        delivery_status, error_code, error_category, error_message, segments, encoding, attempts,
-       request_id, created_at, updated_at, submitted_at, final_at
+       request_id, created_at, updated_at, submitted_at, final_at, priority, send_at, expires_at
 FROM sms_messages m
 WHERE (%(status)s::text IS NULL OR m.delivery_status = %(status)s::text)
+  AND (%(priority)s::text IS NULL OR m.priority = %(priority)s::text)
   AND (%(conversation_id)s::uuid IS NULL OR m.conversation_id = %(conversation_id)s::uuid)
   AND (%(to_number)s::text IS NULL OR m.to_number = %(to_number)s::text)
   AND (%(from_number)s::text IS NULL OR m.from_number = %(from_number)s::text)
@@ -187,8 +200,11 @@ SELECT id FROM moved;
 -- failed -> pending with a fresh attempt budget, guarded on failed and on no provider sid (a
 -- message the provider accepted once is never resent: it could arrive twice). The CHECK wants
 -- final_at NULL on pending; the old error moves into the 'requeued' event. A new send_sms row is
--- due at once; ON CONFLICT keeps a second concurrent requeue from failing (the guard already
--- stopped it, as the row lock makes the second one see 'pending').
+-- due at once (or at a send_at still ahead) and carries what the claim reads: the sender whose
+-- pace it spends, the priority number (as messages_enqueue maps it), its cost in segments and the
+-- message's expires_at (an expiry already past makes the dispatcher expire it, not send it).
+-- ON CONFLICT keeps a second concurrent requeue from failing (the guard already stopped it, as
+-- the row lock makes the second one see 'pending').
 WITH moved AS (
     UPDATE sms_messages m
     SET delivery_status = 'pending', final_at = NULL, error_code = NULL, error_category = NULL,
@@ -196,12 +212,16 @@ WITH moved AS (
     FROM (SELECT id, error_code, error_category, error_message, attempts
           FROM sms_messages WHERE id = %(id)s) old
     WHERE m.id = old.id AND m.delivery_status = 'failed' AND m.provider_sid IS NULL
-    RETURNING m.id, m.conversation_id, m.provider, old.error_code, old.error_category,
-              old.error_message, old.attempts
+    RETURNING m.id, m.conversation_id, m.provider, m.from_number, m.priority, m.segments,
+              m.send_at, m.expires_at, old.error_code, old.error_category, old.error_message,
+              old.attempts
 ),
 work AS (
-    INSERT INTO sms_outbox (kind, message_id, provider, attempts, next_attempt_at)
-    SELECT 'send_sms', moved.id, moved.provider, 0, now()
+    INSERT INTO sms_outbox (kind, message_id, provider, sender, priority, cost, expires_at,
+                            attempts, next_attempt_at)
+    SELECT 'send_sms', moved.id, moved.provider, moved.from_number,
+           array_position(ARRAY['high', 'normal', 'low'], moved.priority) - 1, moved.segments,
+           moved.expires_at, 0, greatest(now(), moved.send_at)
     FROM moved
     ON CONFLICT (message_id) DO NOTHING
 ),

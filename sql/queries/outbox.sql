@@ -43,24 +43,85 @@ ORDER BY lease_owner;
 
 -- name: outbox_claim_due
 -- One statement takes up to %(limit)s due rows (fresh, retry-due, or with an expired lease) for
--- %(owner)s. SKIP LOCKED lets concurrent claimers pass each other without waiting or sharing a row;
--- the index on next_attempt_at orders the scan; a paused provider's rows are skipped. The attempt
--- number rises by one, except on a rescued row whose attempt never started (its number is reused: no
--- attempt was spent). The caller commits at once. The message columns come along so that sending
--- needs no further read.
+-- %(owner)s, and spends each sender's pace on the sends it takes (README, "Pace, schedules,
+-- validity and quiet hours").
+--
+-- * Sends are taken per sender: `ready` locks the senders that have allowance now and due work
+--   (FOR NO KEY UPDATE SKIP LOCKED: two claimers never spend one allowance, and a claimer passes a
+--   sender another one holds; NO KEY so enqueues are never blocked), those longest owed first.
+--   For each, sms_outbox_pace_idx yields its due rows in priority order, as many as the allowance
+--   could pay for; `admitted` keeps the prefix whose segments fit (a sender idle for long enough
+--   may send one message larger than its burst). A sender's backlog therefore costs the claim one
+--   short index scan, however deep it is, and never stands in front of another sender's work.
+-- * Other work (alerts) is due by sms_outbox_due_idx, unpaced.
+-- * `paced` moves each sender's pace clock (GCRA) by what was taken: greatest(tat, now) + cost/mps.
+-- * SKIP LOCKED lets concurrent claimers pass each other without waiting or sharing a row; a
+--   paused provider's sends are skipped. The attempt number rises by one, except on a rescued row
+--   whose attempt never started (its number is reused: no attempt was spent). The caller commits
+--   at once. The message columns come along so that sending needs no further read.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
-due AS (
+paused AS (
+    SELECT coalesce(array_agg(p.provider), '{}') AS providers
+    FROM sms_provider_pauses p
+    WHERE p.paused_until > (SELECT now FROM clock)
+),
+ready AS MATERIALIZED (
+    SELECT s.phone_number, s.mps, s.pace_tat <= c.now AS idle,
+           greatest(s.pace_tat, c.now) AS tat,
+           floor(s.burst - extract(epoch FROM greatest(s.pace_tat, c.now) - c.now) * s.mps)::int
+               AS allowance
+    FROM sms_senders s, clock c
+    WHERE s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
+      AND EXISTS (SELECT 1 FROM sms_outbox o, paused z
+                  WHERE o.sender = s.phone_number AND o.next_attempt_at <= c.now
+                    AND o.provider <> ALL (z.providers))
+    ORDER BY s.pace_tat, s.phone_number
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE OF s SKIP LOCKED
+),
+picked AS (
+    SELECT r.phone_number, r.tat, r.mps, r.idle, r.allowance, x.id, x.cost, x.priority,
+           x.rescued, sum(x.cost) OVER w AS spent, row_number() OVER w AS rn
+    FROM ready r
+    CROSS JOIN LATERAL (
+        SELECT o.id, o.cost, o.priority, o.next_attempt_at, o.state = 'leased' AS rescued
+        FROM sms_outbox o, paused z
+        WHERE o.sender = r.phone_number AND o.next_attempt_at <= (SELECT now FROM clock)
+          AND o.provider <> ALL (z.providers)
+        ORDER BY o.priority, o.next_attempt_at
+        LIMIT greatest(r.allowance, 1)
+        FOR UPDATE OF o SKIP LOCKED
+    ) x
+    WINDOW w AS (PARTITION BY r.phone_number ORDER BY x.priority, x.next_attempt_at, x.id)
+),
+admitted AS (
+    SELECT p.*
+    FROM picked p
+    WHERE p.spent <= p.allowance OR (p.rn = 1 AND p.idle)
+    ORDER BY p.priority, p.rn, p.tat
+    LIMIT %(limit)s
+),
+other AS (
     SELECT o.id, o.state = 'leased' AS rescued
     FROM sms_outbox o
-    WHERE o.next_attempt_at <= (SELECT now FROM clock)
-      AND (o.provider IS NULL OR NOT EXISTS (
-            SELECT 1 FROM sms_provider_pauses p
-            WHERE p.provider = o.provider AND p.paused_until > (SELECT now FROM clock)))
+    WHERE o.sender IS NULL AND o.next_attempt_at <= (SELECT now FROM clock)
     ORDER BY o.next_attempt_at
-    LIMIT %(limit)s
+    LIMIT greatest(%(limit)s - (SELECT count(*) FROM admitted), 0)
     FOR UPDATE OF o SKIP LOCKED
+),
+paced AS (
+    UPDATE sms_senders s
+    SET pace_tat = t.tat + make_interval(secs => (t.spent / s.mps)::float8)
+    FROM (SELECT phone_number, min(tat) AS tat, sum(cost) AS spent
+          FROM admitted GROUP BY phone_number) t
+    WHERE s.phone_number = t.phone_number
+),
+due AS (
+    SELECT id, rescued FROM admitted
+    UNION ALL
+    SELECT id, rescued FROM other
 ),
 claimed AS (
     UPDATE sms_outbox o
@@ -75,14 +136,15 @@ claimed AS (
     WHERE o.id = due.id
     RETURNING o.id, o.kind, o.message_id, o.alert_id, o.provider, o.attempts,
               o.attempt_started_at, o.reconcile_misses, o.lease_expires_at, due.rescued,
-              clock.now AS claimed_at, o.last_error_code, o.last_error_category, o.last_error
+              clock.now AS claimed_at, o.last_error_code, o.last_error_category, o.last_error,
+              o.sender, o.expires_at
 )
 -- The columns are named as dispatcher.outbox.Work's fields: the row maps to it as it comes.
 SELECT c.id, c.kind, c.attempts AS attempt, c.lease_expires_at, c.claimed_at, c.rescued,
        c.attempt_started_at AS unresolved_since, c.message_id, c.alert_id, c.provider,
        m.from_number, m.to_number, m.body, m.delivery_status, m.conversation_id, m.request_id,
        c.last_error_code, c.last_error_category, c.last_error, m.segments, m.provider_sid,
-       c.reconcile_misses
+       c.reconcile_misses, m.priority, c.expires_at
 FROM claimed c
 LEFT JOIN sms_messages m ON m.id = c.message_id
 ORDER BY c.id;
@@ -332,3 +394,58 @@ events AS (
     WHERE %(missed)s::boolean
 )
 SELECT r.id, r.next_attempt_at FROM moved r;
+
+-- name: outbox_hold
+-- Quiet hours in the recipient's time zone: the send goes back to ready until %(until)s unsent.
+-- Its attempt is returned (no call was made), an attempt in doubt is settled (the lookups that
+-- came before concluded it never reached the provider), the segments the claim spent go back to
+-- the sender's pace, and a `held` event says until when. Guarded like every leased-row change.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+held AS (
+    UPDATE sms_outbox o
+    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
+        next_attempt_at = %(until)s::timestamptz, attempts = greatest(o.attempts - 1, 0),
+        attempt_started_at = NULL, reconcile_misses = 0, updated_at = clock.now
+    FROM clock
+    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
+      AND o.state = 'leased'
+    RETURNING o.id, o.message_id, o.provider, o.sender, o.cost
+),
+refund AS (
+    UPDATE sms_senders s
+    SET pace_tat = s.pace_tat - make_interval(secs => (h.cost / s.mps)::float8)
+    FROM held h
+    WHERE s.phone_number = h.sender AND s.pace_tat > '-infinity'
+),
+events AS (
+    INSERT INTO sms_message_events (message_id, event_type, provider, detail, occurred_at)
+    SELECT h.message_id, 'held', h.provider,
+           jsonb_build_object('reason', %(reason)s::text, 'release_at', %(until)s::timestamptz),
+           clock.now
+    FROM held h, clock
+)
+SELECT h.id FROM held h;
+
+-- name: outbox_expire_due
+-- The expiry sweep: unsent work past its message's validity leaves the outbox (sms_outbox_expiry_idx),
+-- up to %(limit)s rows; the caller expires each message in the same transaction. Only ready rows
+-- with no attempt in doubt: a leased row belongs to a dispatcher (which expires it before any
+-- call), and an attempt that may have reached the provider is looked up first.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+victims AS (
+    SELECT o.id
+    FROM sms_outbox o, clock
+    WHERE o.expires_at <= clock.now AND o.state = 'ready' AND o.attempt_started_at IS NULL
+      AND o.kind = 'send_sms'
+    ORDER BY o.expires_at
+    LIMIT %(limit)s
+    FOR UPDATE OF o SKIP LOCKED
+)
+DELETE FROM sms_outbox o
+USING victims v
+WHERE o.id = v.id
+RETURNING o.message_id, o.expires_at;

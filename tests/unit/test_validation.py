@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ SETTINGS = Settings()
 TO = "+14155552671"
 SENDER = "+15005550006"
 CONVERSATION = uuid.UUID("6d3f1c8e-2b1a-4c55-9a57-2f6f3f0c9e11")
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def codes(problems: list[Problem]) -> set[tuple[str, str]]:
@@ -137,7 +139,7 @@ def test_parse_send_valid_request() -> None:
         "from": "500-555-0006",
         "conversation_id": str(CONVERSATION),
     }
-    given, problems = parse_send(payload, SETTINGS)
+    given, problems = parse_send(payload, SETTINGS, now=NOW)
     assert problems == []
     assert given == SendInput(TO, "Hi\nthere", SENDER, CONVERSATION, from_named=True)
 
@@ -161,15 +163,15 @@ def test_parse_send_valid_request() -> None:
 )
 def test_parse_send_problems(payload: dict[str, Any], expected: set[tuple[str, str]]) -> None:
     """Every problem of the request is found in one walk, each naming its field."""
-    _, problems = parse_send(payload, SETTINGS)
+    _, problems = parse_send(payload, SETTINGS, now=NOW)
     assert codes(problems) == expected
 
 
 def test_parse_send_unusable_fields_are_none() -> None:
     """A field with a problem is None in the result; an unusable `from` still counts as named."""
-    given, _ = parse_send({"to": "nope", "body": "\x07", "from": "nope"}, SETTINGS)
+    given, _ = parse_send({"to": "nope", "body": "\x07", "from": "nope"}, SETTINGS, now=NOW)
     assert given == SendInput(None, None, None, None, from_named=True)
-    given, _ = parse_send({"to": TO, "body": "x", "from": None}, SETTINGS)
+    given, _ = parse_send({"to": TO, "body": "x", "from": None}, SETTINGS, now=NOW)
     assert given.from_named is False
 
 
@@ -196,14 +198,14 @@ def test_prefixed_names_the_batch_item() -> None:
 )
 def test_parse_batch_problems(payload: dict[str, Any], expected: set[tuple[str, str]]) -> None:
     """The envelope's problems stop the walk; the items' problems name their index."""
-    _, problems = parse_batch(payload, SETTINGS)
+    _, problems = parse_batch(payload, SETTINGS, now=NOW)
     assert codes(problems) == expected
 
 
 def test_parse_batch_keeps_item_order() -> None:
     """One SendInput per item, in order; a non-object item is an empty placeholder."""
     payload = {"messages": [{"to": TO, "body": "a"}, "x", {"to": TO, "body": "b", "from": "x"}]}
-    parsed, _ = parse_batch(payload, SETTINGS)
+    parsed, _ = parse_batch(payload, SETTINGS, now=NOW)
     assert [g.body for g in parsed] == ["a", None, "b"]
     assert [g.from_named for g in parsed] == [False, False, True]
 
