@@ -9,6 +9,7 @@ import os
 import random
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Final
 
 from psycopg_pool import AsyncConnectionPool
@@ -18,8 +19,11 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from api.batch import routes as batch_routes
+from api.customer_webhooks import routes as customer_webhook_routes
 from api.errors import ApiError, handle_api_error, handle_http_exception
 from api.health import healthz, readyz, warn_about_senders
+from api.inbound import routes as inbound_routes
+from api.limits import Quota
 from api.messages import get_message
 from api.metrics import metrics_endpoint
 from api.middleware import RequestContext
@@ -27,6 +31,7 @@ from api.openapi import openapi_endpoint
 from api.operations import cancel_message, list_messages, retry_message
 from api.send import send_sms
 from api.state import STATE_KEY, AppState
+from api.suppressions import routes as suppression_routes
 from api.webhooks import routes as webhook_routes
 from shared import senders
 from shared.config import Settings, load_settings
@@ -35,6 +40,7 @@ from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.providers.registry import close_providers, open_providers
 from shared.wakeup import Wakeup
+from shared.webhook_targets import Resolver, system_resolver
 
 log = logging.getLogger(__name__)
 APPLICATION_NAME: Final = "sms-outbox-api"
@@ -74,9 +80,16 @@ async def _register_until_done(
         failures += 1
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime | None] | None = None,
+    resolve: Resolver = system_resolver,
+) -> Starlette:
     """The Starlette app. Without `settings`, they are read from os.environ when it starts (and
-    logging is set up then); tests pass their own and keep their log capture."""
+    logging is set up then); tests pass their own and keep their log capture. `clock` is the
+    time the per-key limits count windows in (tests); None: the database's. `resolve` looks up
+    webhook URLs' hosts at registration (tests pass a stub that reaches no DNS server)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
@@ -109,7 +122,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         log.info("api started", extra={"action": "api_started"})
         try:
             # Starlette hands this to every request's scope; handlers read it with api.state.state.
-            yield {STATE_KEY: AppState(current, pool, providers, wakeup)}
+            quota = Quota() if clock is None else Quota(clock)
+            yield {STATE_KEY: AppState(current, pool, providers, wakeup, quota, resolve)}
         finally:
             if retrying is not None:
                 retrying.cancel()
@@ -129,9 +143,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/sms/messages/{message_id}", get_message, methods=["GET"]),
         Route("/sms/messages/{message_id}/cancel", cancel_message, methods=["POST"]),
         Route("/sms/messages/{message_id}/retry", retry_message, methods=["POST"]),
+        *suppression_routes,
+        *customer_webhook_routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         *webhook_routes,
+        *inbound_routes,
     ]
     return Starlette(
         routes=routes,

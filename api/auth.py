@@ -1,4 +1,5 @@
-"""Bearer-key authentication: one 401 body for a missing, malformed, wrong or revoked key."""
+"""Bearer-key authentication: one 401 body for a missing, malformed, wrong or revoked key; the
+key's role, limits and countries come with the same read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from api.connections import autocommit
 from api.errors import ApiError
 from api.state import state
 from shared import apikeys
+from shared.apikeys import Caller
 from shared.senders import Sender
 
 UNAUTHORIZED_MESSAGE = "a valid API key is required: Authorization: Bearer <key>"
@@ -34,25 +36,32 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
+async def require_caller(request: Request) -> Caller:
+    """The request's API key with its role, limits and countries (one round trip); raises the
+    401 ApiError otherwise."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise unauthorized()
+    async with autocommit(state(request).pool) as conn:
+        caller = await apikeys.authenticate(conn, token)
+    if caller is None:
+        raise unauthorized()
+    return caller
+
+
 async def require_key(request: Request) -> int:
     """The id of the request's API key; raises the 401 ApiError otherwise."""
+    return (await require_caller(request)).id
+
+
+async def require_caller_and_default_sender(request: Request) -> tuple[Caller, Sender | None]:
+    """The request's API key (as require_caller) and the default sender, read in one round trip
+    (the send paths)."""
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise unauthorized()
     async with autocommit(state(request).pool) as conn:
-        key_id = await apikeys.authenticate(conn, token)
-    if key_id is None:
+        caller, default = await apikeys.authenticate_with_default_sender(conn, token)
+    if caller is None:
         raise unauthorized()
-    return key_id
-
-
-async def require_key_and_default_sender(request: Request) -> tuple[int, Sender | None]:
-    """The request's API key id and the default sender, read in one round trip (the send paths)."""
-    token = bearer_token(request.headers.get("authorization"))
-    if token is None:
-        raise unauthorized()
-    async with autocommit(state(request).pool) as conn:
-        key_id, default = await apikeys.authenticate_with_default_sender(conn, token)
-    if key_id is None:
-        raise unauthorized()
-    return key_id, default
+    return caller, default

@@ -19,12 +19,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from api.accepted import accepted_body
-from api.auth import require_key_and_default_sender
+from api.auth import require_caller_and_default_sender
 from api.connections import autocommit
 from api.errors import ApiError
+from api.limits import recipient_limited
 from api.middleware import request_id
 from api.payload import read_json_object
 from api.references import check_references
+from api.send import opted_out
 from api.state import state
 from shared import messages, metrics
 from shared.messages import NewMessage
@@ -68,10 +70,13 @@ def _key_refused() -> list[Problem]:
 
 async def send_batch(request: Request) -> JSONResponse:
     app = state(request)
-    api_key_id, default = await require_key_and_default_sender(request)
+    caller, default = await require_caller_and_default_sender(request)
     payload = await read_json_object(request, app.settings.max_batch_request_bytes)
     key_problems = _key_refused() if IDEMPOTENCY_HEADER in request.headers else []
-    parsed, problems = parse_batch(payload, app.settings, now=datetime.now(UTC))
+    countries = caller.allowed_countries(app.settings.allowed_countries)
+    parsed, problems = parse_batch(
+        payload, app.settings, now=datetime.now(UTC), countries=countries
+    )
     async with autocommit(app.pool) as conn:
         chosen, found = await check_all_references(conn, parsed, default)
         problems = key_problems + problems + found
@@ -92,16 +97,31 @@ async def send_batch(request: Request) -> JSONResponse:
                     expires_at=given.expires_at,
                 )
             )
-        try:
-            created = await messages.enqueue_many(
-                conn, items, api_key_id=api_key_id, request_id=request_id(request)
-            )
-        except messages.BatchConversationMismatch as e:
-            # The conversation changed between the check and the transaction: nothing written.
-            field = f"messages[{e.index}].conversation_id"
-            raise ApiError(
-                400, [Problem(field, "conversation_mismatch", "another sender/recipient")]
-            ) from None
+        # Limits last: a refused or invalid batch spends none of the key's quota. A batch is one
+        # request of rate_per_minute and len(items) messages of daily_message_limit.
+        admission = await app.quota.admit(conn, caller, messages=len(items))
+        to_numbers = [item.to_number for item in items]
+        fields = [f"messages[{i}].to" for i in range(len(items))]
+        with admission:
+            try:
+                created = await messages.enqueue_many(
+                    conn,
+                    items,
+                    api_key_id=caller.id,
+                    request_id=request_id(request),
+                    recipient_limit=caller.limits.recipient_hourly_limit,
+                )
+            except messages.BatchConversationMismatch as e:
+                # The conversation changed between the check and the transaction: nothing written.
+                field = f"messages[{e.index}].conversation_id"
+                raise ApiError(
+                    400, [Problem(field, "conversation_mismatch", "another sender/recipient")]
+                ) from None
+            except messages.RecipientsOptedOut as e:
+                raise ApiError(422, [opted_out(fields[i]) for i in e.ordinals]) from None
+            except messages.RecipientLimitReached as e:
+                refusal = await recipient_limited(conn, caller, e, to_numbers, fields)
+                raise refusal from None
     for provider, count in Counter(r.provider for r in created).items():
         metrics.MESSAGES_ACCEPTED.labels(provider).inc(count)
     app.wakeup.wake()

@@ -1,4 +1,5 @@
-"""GET /sms/messages/{id}: a message, its error, attempts and event timeline."""
+"""GET /sms/messages/{id}: a message, its error, attempts and event timeline; a sender key sees
+only the messages it created (the query's owner guard), an operator key every one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from uuid import UUID
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import require_key
+from api.auth import require_caller
 from api.errors import ApiError
 from api.state import state
 from shared import messages
@@ -76,19 +77,21 @@ def message_view(row: dict[str, Any], events: list[dict[str, Any]]) -> dict[str,
     }
 
 
-def _not_found() -> ApiError:
+def not_found() -> ApiError:
+    """The one 404 of a message: an unknown id, a malformed one, and another key's message (to a
+    sender key) answer exactly alike."""
     return ApiError(404, code="not_found", message="no such message")
 
 
 async def get_message(request: Request) -> JSONResponse:
-    await require_key(request)
+    caller = await require_caller(request)
     try:
         message_id = UUID(request.path_params["message_id"])
     except ValueError:
-        raise _not_found() from None
+        raise not_found() from None
     async with state(request).pool.connection() as conn:
-        row = await messages.get_message(conn, message_id)
+        row = await messages.get_message(conn, message_id, owner=caller.owner)
         if row is None:
-            raise _not_found()
+            raise not_found()
         events = await messages.get_events(conn, message_id)
     return JSONResponse(message_view(row, events))

@@ -24,7 +24,10 @@ async def metrics_endpoint(request: Request) -> Response:
             async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(q("outbox_depth"))
                 rows = await cur.fetchall()
+                await cur.execute(q("webhook_endpoints_health"))
+                hooks = await cur.fetchall()
         metrics.set_queue(rows)
+        metrics.set_webhook_health(hooks)
     except Exception as e:
         log.warning(
             "queue gauges not refreshed",

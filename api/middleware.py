@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import database_unavailable, error_response
 from shared.db import DatabaseUnavailable, unavailable
-from shared.logs import request_id_var
+from shared.logs import mask_number, request_id_var
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_ID = 200
@@ -85,12 +85,23 @@ class RequestContext:
                 extra={
                     "action": "http_request",
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": _loggable_path(scope),
                     "status": status,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
             )
             request_id_var.reset(token)
+
+
+def _loggable_path(scope: Scope) -> str:
+    """The request's path for the log: a phone number in it (DELETE /sms/suppressions/{number})
+    masked as every number in a log line is."""
+    params = scope.get("path_params") or {}
+    template = getattr(scope.get("route"), "path", None)
+    if "phone_number" in params and isinstance(template, str):
+        masked = mask_number(str(params["phone_number"])) or "***"
+        return template.replace("{phone_number}", masked)
+    return str(scope["path"])
 
 
 def _log_unavailable(down: DatabaseUnavailable) -> None:

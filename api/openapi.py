@@ -11,8 +11,11 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api import openapi_webhooks
 from shared.lifecycle import STATUSES
 from shared.operations import MAX_PAGE
+from shared.suppressions import MAX_PAGE as SUPPRESSIONS_MAX_PAGE
+from shared.suppressions import REASONS as SUPPRESSION_REASONS
 from shared.validation import (
     CLOCK_SKEW,
     MAX_BATCH,
@@ -46,7 +49,10 @@ def _json(description: str, ref: str, **headers: Any) -> dict[str, Any]:
 
 
 _UNAUTHORIZED: Final = _error_response("Missing, malformed, unknown or revoked API key.")
-_NOT_FOUND: Final = _error_response("No message has this id (or the id is not a UUID).")
+_NOT_FOUND: Final = _error_response(
+    "No message has this id (or the id is not a UUID, or, to a sender key, another key created "
+    "it: the same answer)."
+)
 _MESSAGE_ID: Final = {
     "name": "message_id",
     "in": "path",
@@ -63,11 +69,34 @@ _UNAVAILABLE: Final = {
     },
 }
 
+# Over a per-key limit (DESIGN section 12): nothing was written.
+_LIMITED: Final = {
+    **_error_response(
+        "Over one of the API key's limits: rate_limited (send requests per UTC minute; a batch "
+        "is one), daily_limit_reached (messages per UTC day; a batch counts each) or "
+        "recipient_rate_limited (messages to one recipient in the trailing hour; `field` names "
+        "the recipient). Nothing was written."
+    ),
+    "headers": {
+        "X-Request-ID": _REQUEST_ID,
+        "Retry-After": {
+            "description": "Whole seconds, at least 1: to the end of the UTC minute or day, or "
+            "until enough of the recipient's messages have left the trailing hour.",
+            "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        },
+    },
+}
+
 _MESSAGE_PROPERTIES: Final[dict[str, Any]] = {
     "id": {"type": "string", "format": "uuid"},
-    "status": {"type": "string", "enum": sorted(STATUSES)},
+    # `received`: an inbound message (direction inbound), final as it arrives.
+    "status": {"type": "string", "enum": sorted(STATUSES | {"received"})},
     "conversation_id": {"type": "string", "format": "uuid"},
-    "direction": {"type": "string", "enum": ["outbound"]},
+    "direction": {
+        "type": "string",
+        "enum": ["outbound", "inbound"],
+        "description": "inbound: texted to our number `to` by `from` (status received).",
+    },
     "to": {"type": "string", "description": "Recipient, E.164."},
     "from": {"type": "string", "description": "Sender, E.164."},
     "body": {"type": "string"},
@@ -254,6 +283,8 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     "duplicate_send_detected",
                     "held",
                     "expired",
+                    "received",
+                    "suppressed",
                 ],
             },
             "attempt": {"type": ["integer", "null"]},
@@ -274,6 +305,50 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "messages": {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/MessageSummary"},
+            },
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        },
+    },
+    "Suppression": {
+        "type": "object",
+        "required": ["phone_number", "sender_number", "reason", "source_message_id", "created_at"],
+        "properties": {
+            "phone_number": {"type": "string", "description": "The recipient, E.164."},
+            "sender_number": {
+                "type": ["string", "null"],
+                "description": "The sender it must not hear from; null = every sender.",
+            },
+            "reason": {"type": "string", "enum": list(SUPPRESSION_REASONS)},
+            "source_message_id": {
+                "type": ["string", "null"],
+                "format": "uuid",
+                "description": "The inbound STOP or refused message that caused it.",
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "SuppressionRequest": {
+        "type": "object",
+        "required": ["phone_number"],
+        "additionalProperties": False,
+        "properties": {
+            "phone_number": {"type": "string", "description": "The recipient (E.164 preferred)."},
+            "sender_number": {
+                "type": ["string", "null"],
+                "description": "Only this sender; absent or null: every sender.",
+            },
+        },
+    },
+    "SuppressionPage": {
+        "type": "object",
+        "required": ["suppressions", "next_cursor"],
+        "properties": {
+            "suppressions": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Suppression"},
             },
             "next_cursor": {
                 "type": ["string", "null"],
@@ -341,6 +416,57 @@ def _callback(summary: str, media: list[str]) -> dict[str, Any]:
     }
 
 
+_INBOUND_BODIES: Final[dict[str, Any]] = {
+    "application/x-www-form-urlencoded": {
+        "type": "object",
+        "required": ["MessageSid", "From", "To"],
+        "properties": {
+            "MessageSid": {"type": "string"},
+            "From": {"type": "string"},
+            "To": {"type": "string"},
+            "Body": {"type": "string"},
+        },
+    },
+    "application/json": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "object"}, "params": {"type": "object"}},
+    },
+}
+
+
+def _inbound(summary: str, media: list[str], answers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {m: {"schema": _INBOUND_BODIES[m]} for m in media},
+            },
+            "responses": {
+                "200": {
+                    "description": "Stored (or stored before, for a webhook posted again), "
+                    "keyword applied; the provider's empty reply: no auto-reply is sent.",
+                    "headers": {"X-Request-ID": _REQUEST_ID},
+                    "content": answers,
+                },
+                "400": {**_NO_BODY, "description": "Signed but not storable (no E.164 numbers)."},
+                "403": {**_NO_BODY, "description": "Bad or missing signature; nothing written."},
+                "413": {**_NO_BODY, "description": "Too large for a webhook."},
+                "503": _UNAVAILABLE,
+            },
+        }
+    }
+
+
+_XML_ANSWER: Final = {"text/xml": {"schema": {"type": "string"}}}
+_OPTED_OUT: Final = _error_response(
+    "A recipient opted out of the sender (code recipient_opted_out; `field` names it); "
+    "nothing was written."
+)
+
+
 def _operation(summary: str, response: dict[str, Any]) -> dict[str, Any]:
     return {
         "post": {
@@ -367,7 +493,7 @@ DOCUMENT: Final[dict[str, Any]] = {
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": _SCHEMAS,
+        "schemas": {**_SCHEMAS, **openapi_webhooks.SCHEMAS},
     },
     "security": [{"bearer": []}],
     "paths": {
@@ -399,6 +525,8 @@ DOCUMENT: Final[dict[str, Any]] = {
                     "409": _error_response("Idempotency-Key already used for another request."),
                     "413": _error_response("Request body too large."),
                     "415": _error_response("Content-Type is not JSON."),
+                    "422": _OPTED_OUT,
+                    "429": _LIMITED,
                     "503": _UNAVAILABLE,
                 },
             }
@@ -424,15 +552,22 @@ DOCUMENT: Final[dict[str, Any]] = {
                     "401": _UNAUTHORIZED,
                     "413": _error_response("Request body too large (MAX_BATCH_REQUEST_BYTES)."),
                     "415": _error_response("Content-Type is not JSON."),
+                    "422": _OPTED_OUT,
+                    "429": _LIMITED,
                     "503": _UNAVAILABLE,
                 },
             }
         },
         "/sms/messages": {
             "get": {
-                "summary": "Messages, newest first, filtered, in cursor pages.",
+                "summary": "Messages, newest first, filtered, in cursor pages (a sender key's "
+                "own; an operator key's every key's).",
                 "parameters": [
-                    _query("status", {"type": "string", "enum": sorted(STATUSES)}, "Status."),
+                    _query(
+                        "status",
+                        {"type": "string", "enum": sorted(STATUSES | {"received"})},
+                        "Status.",
+                    ),
                     _query("priority", {"type": "string", "enum": list(PRIORITIES)}, "Priority."),
                     _query("conversation_id", {"type": "string", "format": "uuid"}, "Thread."),
                     _query("to", {"type": "string"}, "Recipient number."),
@@ -476,6 +611,85 @@ DOCUMENT: Final[dict[str, Any]] = {
             "Requeue a failed message with a fresh attempt budget (409 not_failed, or "
             "already_accepted_by_provider when the provider accepted it once).",
             _json("Requeued; the message as it is now.", "Message"),
+        ),
+        "/sms/suppressions": {
+            "get": {
+                "summary": "Suppressed recipients, newest first, in cursor pages.",
+                "parameters": [
+                    _query("phone_number", {"type": "string"}, "Only this recipient's."),
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": SUPPRESSIONS_MAX_PAGE,
+                            "default": 50,
+                        },
+                        "Page size.",
+                    ),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page."),
+                ],
+                "responses": {
+                    "200": _json("One page.", "SuppressionPage"),
+                    "400": _error_response("Bad number, limit or cursor (all listed at once)."),
+                    "401": _UNAUTHORIZED,
+                    "503": _UNAVAILABLE,
+                },
+            },
+            "post": {
+                "summary": "Stop texting a recipient, from one sender or from every sender "
+                "(reason `api`). Idempotent: an existing suppression answers 200 as it is.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/SuppressionRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json("Already suppressed; the existing suppression.", "Suppression"),
+                    "201": _json("Suppressed.", "Suppression"),
+                    "400": _error_response("Every validation problem at once."),
+                    "401": _UNAUTHORIZED,
+                    "413": _error_response("Request body too large."),
+                    "415": _error_response("Content-Type is not JSON."),
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
+        "/sms/suppressions/{phone_number}": {
+            "delete": {
+                "summary": "Lift a suppression: of `sender_number`, or without it the "
+                "every-sender one.",
+                "parameters": [
+                    {
+                        "name": "phone_number",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    _query("sender_number", {"type": "string"}, "The sender it is for."),
+                ],
+                "responses": {
+                    "204": {**_NO_BODY, "description": "Lifted."},
+                    "400": _error_response("Bad number or parameter (all listed at once)."),
+                    "401": _UNAUTHORIZED,
+                    "403": _error_response(
+                        "`recipient_opt_out`: the recipient opted out (STOP, or a provider's "
+                        "opt-out refusal); only the recipient (START) or an operator key lifts it."
+                    ),
+                    "404": _error_response("No such suppression."),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        **openapi_webhooks.paths(
+            error=_error_response,
+            ok=_json,
+            no_body=_NO_BODY,
+            unauthorized=_UNAUTHORIZED,
+            unavailable=_UNAVAILABLE,
         ),
         "/healthz": {
             "get": {
@@ -526,6 +740,19 @@ DOCUMENT: Final[dict[str, Any]] = {
         "/webhook/signalwire/status": _callback(
             "SignalWire status callback (X-SignalWire-Signature).",
             ["application/json", "application/x-www-form-urlencoded"],
+        ),
+        "/webhook/twilio/inbound": _inbound(
+            "A message texted to one of our Twilio numbers (its incoming-message webhook, "
+            "X-Twilio-Signature); answered with empty TwiML.",
+            ["application/x-www-form-urlencoded"],
+            _XML_ANSWER,
+        ),
+        "/webhook/signalwire/inbound": _inbound(
+            "A message texted to one of our SignalWire numbers: the SWML messaging webhook "
+            "(JSON, answered with a SWML document that only receives) or the compatibility "
+            "form (answered with empty cXML); X-SignalWire-Signature.",
+            ["application/json", "application/x-www-form-urlencoded"],
+            {"application/json": {"schema": {"type": "object"}}, **_XML_ANSWER},
         ),
     },
 }

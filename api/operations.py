@@ -1,4 +1,5 @@
-"""GET /sms/messages (filters, cursor pages), POST /sms/messages/{id}/cancel and /retry."""
+"""GET /sms/messages (filters, cursor pages), POST /sms/messages/{id}/cancel and /retry; a sender
+key lists and acts on only the messages it created, an operator key on every one."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import require_key
+from api.auth import require_caller
 from api.errors import ApiError
-from api.messages import message_fields, message_view
+from api.messages import message_fields, message_view, not_found
 from api.state import state
 from shared import messages, metrics, operations
 from shared.lifecycle import STATUSES
@@ -30,6 +31,9 @@ LIST_PARAMS: Final = (
     "limit",
     "cursor",
 )
+
+# Outbound statuses, and `received`: an inbound message (a reply, a STOP).
+LISTED_STATUSES = STATUSES | {"received"}
 
 
 def _timestamp(raw: str, name: str, problems: list[Problem]) -> datetime | None:
@@ -58,9 +62,9 @@ def parse_list_query(
         if name in LIST_PARAMS and len(params.getlist(name)) > 1:
             problems.append(Problem(name, "repeated_parameter", "give this parameter once"))
     status = params.get("status")
-    if status is not None and status not in STATUSES:
+    if status is not None and status not in LISTED_STATUSES:
         problems.append(
-            Problem("status", "invalid_status", f"one of {', '.join(sorted(STATUSES))}")
+            Problem("status", "invalid_status", f"one of {', '.join(sorted(LISTED_STATUSES))}")
         )
     priority = params.get("priority")
     if priority is not None and priority not in PRIORITIES:
@@ -111,7 +115,7 @@ def parse_list_query(
 
 
 async def list_messages(request: Request) -> JSONResponse:
-    await require_key(request)
+    caller = await require_caller(request)
     app = state(request)
     filters, limit, cursor, problems = parse_list_query(
         request.query_params, app.settings.default_region
@@ -119,39 +123,38 @@ async def list_messages(request: Request) -> JSONResponse:
     if problems:
         raise ApiError(400, problems)
     async with app.pool.connection() as conn:
-        page = await operations.list_messages(conn, filters, limit=limit, cursor=cursor)
+        page = await operations.list_messages(
+            conn, filters, limit=limit, cursor=cursor, owner=caller.owner
+        )
     return JSONResponse(
         {"messages": [message_fields(row) for row in page.rows], "next_cursor": page.next_cursor}
     )
-
-
-def _not_found() -> ApiError:
-    return ApiError(404, code="not_found", message="no such message")
 
 
 def _message_id(request: Request) -> UUID:
     try:
         return UUID(request.path_params["message_id"])
     except ValueError:
-        raise _not_found() from None
+        raise not_found() from None
 
 
 async def _operate(request: Request, action: str) -> JSONResponse:
-    key_id = await require_key(request)
+    caller = await require_caller(request)
     message_id = _message_id(request)
     app = state(request)
-    actor = f"api-key:{key_id}"
+    actor = f"api-key:{caller.id}"
+    owner = caller.owner
     async with app.pool.connection() as conn:
         try:
             if action == "cancel":
-                await operations.cancel(conn, message_id, actor=actor)
+                await operations.cancel(conn, message_id, actor=actor, owner=owner)
             else:
-                await operations.requeue(conn, message_id, actor=actor)
+                await operations.requeue(conn, message_id, actor=actor, owner=owner)
         except operations.NotFound:
-            raise _not_found() from None
+            raise not_found() from None
         except operations.Refused as e:
             raise ApiError(409, code=e.code, message=e.message) from None
-        row = await messages.get_message(conn, message_id)
+        row = await messages.get_message(conn, message_id, owner=owner)
         events = await messages.get_events(conn, message_id)
     assert row is not None
     metrics.OPERATOR_ACTIONS.labels(action).inc()

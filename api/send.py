@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.accepted import accepted
-from api.auth import require_key_and_default_sender
+from api.auth import require_caller_and_default_sender
 from api.connections import autocommit
 from api.errors import ApiError
+from api.limits import recipient_limited
 from api.middleware import request_id
 from api.payload import read_json_object
 from api.references import check_references
@@ -37,6 +38,13 @@ def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def opted_out(field: str) -> Problem:
+    """The problem of a recipient on the suppression list for this sender (or for every one)."""
+    return Problem(
+        field, "recipient_opted_out", "the recipient opted out of messages from this sender"
+    )
+
+
 def _reused() -> ApiError:
     return ApiError(
         409,
@@ -47,16 +55,17 @@ def _reused() -> ApiError:
 
 async def send_sms(request: Request) -> JSONResponse:
     app = state(request)
-    api_key_id, default = await require_key_and_default_sender(request)
+    caller, default = await require_caller_and_default_sender(request)
     key = request.headers.get(IDEMPOTENCY_HEADER)
     payload = await read_json_object(request, app.settings.max_request_bytes)
     key_problems = check_idempotency_key(key)
-    given, problems = parse_send(payload, app.settings, now=datetime.now(UTC))
+    countries = caller.allowed_countries(app.settings.allowed_countries)
+    given, problems = parse_send(payload, app.settings, now=datetime.now(UTC), countries=countries)
     digest = request_hash(payload) if key is not None and not key_problems else None
     async with autocommit(app.pool) as conn:
         if key is not None and digest is not None:
             try:
-                earlier = await messages.find_by_idempotency_key(conn, api_key_id, key, digest)
+                earlier = await messages.find_by_idempotency_key(conn, caller.id, key, digest)
             except messages.IdempotencyKeyReused:
                 raise _reused() from None
             if earlier is not None:
@@ -67,30 +76,44 @@ async def send_sms(request: Request) -> JSONResponse:
         if problems:
             raise ApiError(400, problems)
         assert sender is not None and given.to is not None and given.body is not None
-        try:
-            result = await messages.enqueue(
-                conn,
-                api_key_id=api_key_id,
-                to_number=given.to,
-                from_number=sender.phone_number,
-                provider=sender.provider,
-                body=given.body,
-                conversation_id=given.conversation_id,
-                idempotency_key=key if digest is not None else None,
-                request_hash=digest,
-                request_id=request_id(request),
-                priority=given.priority,
-                send_at=given.send_at,
-                expires_at=given.expires_at,
-            )
-        except messages.IdempotencyKeyReused:
-            raise _reused() from None
-        except messages.ConversationMismatch:
-            raise ApiError(
-                400,
-                [Problem("conversation_id", "conversation_mismatch", "another sender/recipient")],
-            ) from None
+        # Limits last: a refused or invalid request spends none of the key's quota.
+        admission = await app.quota.admit(conn, caller, messages=1)
+        with admission:
+            try:
+                result = await messages.enqueue(
+                    conn,
+                    api_key_id=caller.id,
+                    to_number=given.to,
+                    from_number=sender.phone_number,
+                    provider=sender.provider,
+                    body=given.body,
+                    conversation_id=given.conversation_id,
+                    idempotency_key=key if digest is not None else None,
+                    request_hash=digest,
+                    request_id=request_id(request),
+                    priority=given.priority,
+                    send_at=given.send_at,
+                    expires_at=given.expires_at,
+                    recipient_limit=caller.limits.recipient_hourly_limit,
+                )
+            except messages.IdempotencyKeyReused:
+                raise _reused() from None
+            except messages.ConversationMismatch:
+                raise ApiError(
+                    400,
+                    [
+                        Problem(
+                            "conversation_id", "conversation_mismatch", "another sender/recipient"
+                        )
+                    ],
+                ) from None
+            except messages.RecipientsOptedOut:
+                raise ApiError(422, [opted_out("to")]) from None
+            except messages.RecipientLimitReached as e:
+                refusal = await recipient_limited(conn, caller, e, [given.to], ["to"])
+                raise refusal from None
     if result.replayed:
+        admission.refund()  # a concurrent twin with the same key created it: nothing new
         _log_replay(result)
     else:
         metrics.MESSAGES_ACCEPTED.labels(result.provider).inc()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from api.limits import Quota
 from shared.config import Settings
 from shared.providers.base import Provider
 from shared.wakeup import Wakeup
+from shared.webhook_targets import Resolver, system_resolver
 
 # The key of the AppState in the lifespan state, which the server copies into every request.
 STATE_KEY: Final = "app_state"
@@ -19,13 +21,17 @@ STATE_KEY: Final = "app_state"
 
 @dataclass(frozen=True)
 class AppState:
-    """The settings, the pool, the provider clients (by name, configured ones only) and the
-    dispatcher wake-up: the real things the composition root made."""
+    """The settings, the pool, the provider clients (by name, configured ones only), the
+    dispatcher wake-up and this process's share of the keys' quotas: the real things the
+    composition root made."""
 
     settings: Settings
     pool: AsyncConnectionPool[Any]
     providers: Mapping[str, Provider]
     wakeup: Wakeup
+    quota: Quota = field(default_factory=Quota)
+    # How webhook URLs' host names are resolved at registration (tests pass a stub).
+    resolve: Resolver = system_resolver
 
 
 def state(request: Request) -> AppState:

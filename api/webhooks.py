@@ -53,25 +53,30 @@ async def twilio_status(request: Request) -> Response:
 
 async def signalwire_status(request: Request) -> Response:
     """POST /webhook/signalwire/status: SignalWire's signed JSON (or compatibility form)."""
-    if not state(request).settings.signalwire_signing_key:
-        _warn_once(
-            "signalwire-key",
-            "SIGNALWIRE_SIGNING_KEY is not set: every SignalWire callback is refused (403)",
-        )
-        return Response(status_code=403)
     return await _callback(request, "signalwire", SIGNALWIRE_PATH)
 
 
-async def _callback(request: Request, provider_name: str, path: str) -> Response:
-    started = time.perf_counter()
+async def verified_body(
+    request: Request, provider_name: str, path: str, what: str = "status callback"
+) -> bytes | Response:
+    """The raw body of a webhook `provider_name` signed for PUBLIC_BASE_URL + `path` (+ the query
+    string), or the answer that refuses it: 413 past MAX_CALLBACK_BYTES, 403 when the provider is
+    not configured (SignalWire: no SIGNALWIRE_SIGNING_KEY) or the signature is bad or missing.
+    Checked with the provider's own validator; nothing has been read into the database yet."""
     app = state(request)
+    if provider_name == "signalwire" and not app.settings.signalwire_signing_key:
+        _warn_once(
+            "signalwire-key",
+            "SIGNALWIRE_SIGNING_KEY is not set: every SignalWire webhook is refused (403)",
+        )
+        return Response(status_code=403)
     body = await _read_limited(request, MAX_CALLBACK_BYTES)
     if body is None:
         return Response(status_code=413)
     provider = app.providers.get(provider_name)
     if provider is None:
         _warn_once(
-            provider_name, f"{provider_name} is not configured: its callbacks are refused (403)"
+            provider_name, f"{provider_name} is not configured: its webhooks are refused (403)"
         )
         return Response(status_code=403)
 
@@ -79,11 +84,21 @@ async def _callback(request: Request, provider_name: str, path: str) -> Response
     urls = public_urls(app.settings.public_base_url, path, query)
     if not any(provider.verify_signature(url, body, request.headers) for url in urls):
         log.warning(
-            "status callback refused: bad or missing signature",
+            f"{what} refused: bad or missing signature",
             extra={"action": "callback_forbidden", "provider": provider_name},
         )
         metrics.SIGNATURE_FAILURES.labels(provider_name).inc()
         return Response(status_code=403)
+    return body
+
+
+async def _callback(request: Request, provider_name: str, path: str) -> Response:
+    started = time.perf_counter()
+    app = state(request)
+    body = await verified_body(request, provider_name, path)
+    if isinstance(body, Response):
+        return body
+    provider = app.providers[provider_name]
 
     try:
         update = provider.parse_callback(

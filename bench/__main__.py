@@ -21,14 +21,27 @@ from typing import Any
 
 import psycopg
 
-from bench import batch, dispatch, e2e, enqueue, growth, peer, report, seed
+from bench import (
+    batch,
+    claim,
+    dispatch,
+    e2e,
+    enqueue,
+    growth,
+    limits,
+    pace,
+    peer,
+    priority,
+    report,
+    seed,
+)
 from bench.stack import Stack
 from bench.stats import latency_ms, ratio, spread
 from shared.logs import setup_logging
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-GROUPS = ("dispatch", "enqueue", "batch", "e2e", "growth")
-DEFAULT_GROUPS = ("dispatch", "enqueue", "batch", "e2e")  # growth only when asked for
+GROUPS = ("dispatch", "enqueue", "limits", "batch", "e2e", "pace", "priority", "claim", "growth")
+DEFAULT_GROUPS = GROUPS[:-1]  # growth only when asked for
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -60,6 +73,31 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--growth-claims", type=int, default=300, help="timed claims per growth run")
     p.add_argument("--growth-queue", type=int, default=10_000, help="due rows while claiming")
     p.add_argument(
+        "--pace-seconds",
+        type=float,
+        default=60.0,
+        help="pace: the steady window the achieved rate is measured over",
+    )
+    p.add_argument(
+        "--pace-dispatchers", type=int, default=3, help="pace, priority: dispatcher processes"
+    )
+    p.add_argument(
+        "--priority-backlog", type=int, default=10_000, help="priority: low messages queued"
+    )
+    p.add_argument(
+        "--priority-samples", type=int, default=5, help="priority: high messages sent behind them"
+    )
+    p.add_argument("--claim-senders", type=int, default=1_000, help="claim cost: paced senders")
+    p.add_argument("--claim-rows", type=int, default=100_000, help="claim cost: due rows")
+    p.add_argument("--claim-runs", type=int, default=200, help="claim cost: timed claims of each")
+    p.add_argument(
+        "--sender-burst",
+        type=int,
+        default=seed.UNPACED_BURST,
+        help="burst of the senders the bench registers at 10000 segments/s (drains, growth, claim"
+        " cost); the API gives its own senders 10000 (SENDER_DEFAULT_MPS 10000)",
+    )
+    p.add_argument(
         "--only",
         default=",".join(DEFAULT_GROUPS),
         help=f"subset of {','.join(GROUPS)} (growth also with --growth)",
@@ -73,6 +111,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.runs, args.messages, args.sim_messages = 1, 2_000, 1_000
         args.enqueue_seconds, args.e2e_seconds = 3.0, 3.0
         args.growth_claims = 50
+        args.pace_seconds, args.priority_samples, args.claim_runs = 10.0, 3, 30
     args.only = [g.strip() for g in args.only.split(",") if g.strip()]
     args.growth = args.growth or args.growth_big
     if args.growth and "growth" not in args.only:
@@ -226,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     result: dict[str, Any] = {}
     try:
-        with Stack(workdir, log_level=args.log_level) as stack:
+        with Stack(workdir, log_level=args.log_level, sender_burst=args.sender_burst) as stack:
             say(f"bench: work dir {workdir}; starting embedded PostgreSQL")
             stack.start_database()
             stack.build_env(
@@ -246,6 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "enqueue" in args.only:
                 say(f"enqueue: {args.enqueue_seconds:g} s per run")
                 result["enqueue"] = run_enqueue(stack, args, problems)
+            if "limits" in args.only:
+                say(
+                    f"limits: POST /sms/send by a key without limits and one with all three,"
+                    f" taking turns, {args.enqueue_seconds:g} s per run"
+                )
+                result["limits"] = limits.run(stack, args, problems)
             if "batch" in args.only:
                 say(
                     f"batch: {args.batch_clients} clients x {args.batch_messages} messages per"
@@ -266,6 +311,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     known = [load.rate]
                 say(f"end-to-end: at half the maximum enqueue rate ({max(known):,.0f}/s)")
                 result["e2e"] = run_e2e(stack, args, max(known), problems)
+            if "pace" in args.only:
+                say(
+                    f"pace: senders at their pace, {args.pace_dispatchers} dispatchers, the"
+                    f" simulator enforcing it; rate over {args.pace_seconds:g} s"
+                )
+                result["pace"] = pace.run(stack, args, problems)
+            if "priority" in args.only:
+                say(
+                    f"priority: high messages behind {args.priority_backlog:,} low ones, one sender"
+                    f" at {priority.MPS:g} segments/s"
+                )
+                result["priority"] = priority.run(stack, args, problems)
+            if "claim" in args.only:
+                say(
+                    f"claim cost: paced claim vs the pre-pacing claim, {args.claim_senders:,}"
+                    f" senders, {args.claim_rows:,} due rows"
+                )
+                result["claim"] = claim.run(stack, args, problems)
             if "growth" in args.only:
                 say("growth: claim latency and drain rate with history already in the database")
                 result["growth"] = growth.run(stack, args, problems)
@@ -291,12 +354,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "growth_big": args.growth_big,
         "growth_claims": args.growth_claims,
         "growth_queue": args.growth_queue,
+        "pace_seconds": args.pace_seconds,
+        "pace_dispatchers": args.pace_dispatchers,
+        "priority_backlog": args.priority_backlog,
+        "priority_samples": args.priority_samples,
+        "claim_senders": args.claim_senders,
+        "claim_rows": args.claim_rows,
+        "claim_runs": args.claim_runs,
+        "sender_default_mps": seed.UNPACED_MPS,
+        "sender_burst": args.sender_burst,
         "log_level": args.log_level,
         "simulator_callbacks": False,
         "wall_seconds": round(time.monotonic() - t0, 1),
     }
     d, e, x = result.get("dispatch", {}), result.get("enqueue", {}), result.get("e2e", {})
     b, g = result.get("batch", {}), result.get("growth", {})
+    pc, pr, c = result.get("pace", {}), result.get("priority", {}), result.get("claim", {})
+    lim = result.get("limits", {})
     flat = {
         "enqueue_ratio": e.get("enqueue_ratio"),
         "enqueue_vs_pgqueuer": e.get("enqueue_vs_pgqueuer"),
@@ -308,8 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch_ratio": b.get("batch_ratio"),
         "claim_growth_ratio": g.get("claim_growth_ratio"),
         "claim_growth_ratio_5m": g.get("claim_growth_ratio_5m"),
+        "pace_rate_ratio": pc.get("rate_ratio"),
+        "pace_window_excess": pc.get("window_excess"),
+        "pace_refused_429": pc.get("refused_429"),
+        "priority_high_max_ms": pr.get("max_ms"),
+        "claim_pace_ratio": c.get("claim_pace_ratio"),
+        "limits_ratio": lim.get("limits_ratio"),
     }
-    result["ratios"] = {k: v for k, v in flat.items() if "ms" not in k}
+    result["ratios"] = {k: v for k, v in flat.items() if "ms" not in k and k not in report.COUNTS}
     result["targets"] = report.check_targets(flat)
     result["not_measured"] = not_measured(args, result)
     result["problems"] = problems

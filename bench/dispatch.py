@@ -89,7 +89,9 @@ async def drain_noop(
         with psycopg.connect(url, autocommit=True) as conn:
             if not history:
                 await asyncio.to_thread(seed.clear_messages, conn)
-            start = await asyncio.to_thread(seed.seed_messages, conn, n, tag, sender=SENDER)
+            start = await asyncio.to_thread(
+                seed.seed_messages, conn, n, tag, sender=SENDER, burst=stack.sender_burst
+            )
         async with await AsyncConnection.connect(url, autocommit=True) as conn:
             drained = await _wait_drained(conn, limit_seconds)
     finally:
@@ -115,7 +117,7 @@ def drain_simulator(stack: Stack, n: int, tag: str, *, latency: float, timeout: 
         sim.post("/_sim/config", json={"latency": latency}).raise_for_status()
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             seed.clear_messages(conn)
-            start = seed.seed_messages(conn, n, tag, sender=SENDER)
+            start = seed.seed_messages(conn, n, tag, sender=SENDER, burst=stack.sender_burst)
             drained = _poll_drained(conn, timeout)
             state = seed.drain_state(conn)
         report = sim.get("/_sim/messages").json()

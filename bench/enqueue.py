@@ -86,8 +86,15 @@ def pgbench_script(api_key_id: int) -> str:
         "encodings": f"ARRAY['{encoding}']",
         "idempotency_keys": "ARRAY[NULL]",
         "request_hashes": "ARRAY[NULL]",
+        # POST /sms/send without priority, send_at or expires_at binds these (the statement casts
+        # each array to its type).
+        "priorities": "ARRAY['normal']",
+        "send_ats": "ARRAY[NULL]",
+        "expires_ats": "ARRAY[NULL]",
         "api_key_id": str(api_key_id),
         "request_id": "'pgbench'",
+        # A key without recipient_hourly_limit, as the bench's own: no count, no lock.
+        "recipient_limit": "NULL",
     }
     statement = re.sub(r"%\((\w+)\)s", lambda m: values[m.group(1)], q("messages_enqueue"))
     # pgbench ends a command at its line's semicolon: one line per command.

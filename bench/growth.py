@@ -58,11 +58,13 @@ def forget_open(conn: psycopg.Connection[Any]) -> None:
 
 
 def claim_latencies(
-    conn: psycopg.Connection[Any], *, queued: int, claims: int, tag: str
+    conn: psycopg.Connection[Any], *, queued: int, claims: int, tag: str, burst: int
 ) -> tuple[list[float], list[str]]:
     """`claims` single claims of CLAIM_LIMIT rows from a queue of `queued` due messages, each
-    timed (statement and fetch) and rolled back; the seconds of each."""
-    seed.seed_messages(conn, queued, tag, sender=SENDER)
+    timed (statement and fetch) and rolled back; the seconds of each. The queue's sender is
+    registered at seed.UNPACED_MPS and `burst` (the claim takes only senders' rows), so the pace
+    never holds a row back."""
+    seed.seed_messages(conn, queued, tag, sender=SENDER, burst=burst)
     params = {"now": None, "owner": "bench:growth", "limit": CLAIM_LIMIT, "lease_seconds": 60.0}
     query = q("outbox_claim_due")
     times: list[float] = []
@@ -95,7 +97,11 @@ def measure(
         most_outbox = 0
         for r in range(args.runs):
             times, found = claim_latencies(
-                conn, queued=args.growth_queue, claims=args.growth_claims, tag=f"g{history}c{r}"
+                conn,
+                queued=args.growth_queue,
+                claims=args.growth_claims,
+                tag=f"g{history}c{r}",
+                burst=stack.sender_burst,
             )
             problems += found
             lat = latency_ms(times)

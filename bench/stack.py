@@ -20,6 +20,7 @@ import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bench.seed import UNPACED_BURST, UNPACED_MPS
 from shared import apikeys
 from shared.migrate import migrate
 from tooling.devstack import provider_env
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "sms_bench"
 SENDER = "+15005550006"  # the simulator's Twilio test sender (provider_env's default)
 START_TIMEOUT = 60.0
+LISTEN_APP = "sms-dispatcher-listen"  # the dispatcher's LISTEN session (dispatcher/__main__.py)
 
 
 def free_port() -> int:
@@ -94,9 +96,13 @@ class MemorySampler:
 class Stack:
     """Owns every process the bench starts; use as a context manager so they always stop."""
 
-    def __init__(self, workdir: Path, *, log_level: str = "INFO") -> None:
+    def __init__(
+        self, workdir: Path, *, log_level: str = "INFO", sender_burst: int = UNPACED_BURST
+    ) -> None:
         self.workdir = workdir
         self.log_level = log_level
+        # The burst of the senders the bench registers itself at UNPACED_MPS (bench.seed).
+        self.sender_burst = sender_burst
         self.server: Any = None
         self.admin_url = ""
         self.database_url = ""
@@ -162,6 +168,9 @@ class Stack:
                 "SIM_CALLBACKS": "false",
                 "SIM_LOG_LEVEL": "warning",
                 "PYTHONUNBUFFERED": "1",
+                # The pace a sender the API registers gets: no figure but the pace measurements
+                # is throttled by the default of 1 segment per second.
+                "SENDER_DEFAULT_MPS": f"{UNPACED_MPS:g}",
             }
         )
         env.update(extra)
@@ -197,11 +206,22 @@ class Stack:
 
     def start_dispatcher(self) -> Proc:
         proc = self.start("dispatcher", [sys.executable, "-m", "dispatcher"])
-        self.wait_listening("sms-dispatcher-listen", proc.popen)
+        self.wait_listening(LISTEN_APP, proc.popen)
         return proc
 
-    def wait_listening(self, application_name: str, popen: subprocess.Popen[bytes] | None) -> None:
-        """Until a session of `application_name` has run LISTEN (so a NOTIFY reaches it)."""
+    def start_dispatchers(self, count: int) -> list[str]:
+        """`count` dispatcher processes (dispatcher-1..N), each listening; their names."""
+        names = [f"dispatcher-{i + 1}" for i in range(count)]
+        popens = [self.start(n, [sys.executable, "-m", "dispatcher"]).popen for n in names]
+        for popen in popens:
+            self.wait_listening(LISTEN_APP, popen, count=count)
+        return names
+
+    def wait_listening(
+        self, application_name: str, popen: subprocess.Popen[bytes] | None, *, count: int = 1
+    ) -> None:
+        """Until `count` sessions of `application_name` have run LISTEN (so a NOTIFY reaches
+        them)."""
         deadline = time.monotonic() + START_TIMEOUT
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             while time.monotonic() < deadline:
@@ -212,10 +232,10 @@ class Stack:
                     " AND (query ILIKE 'LISTEN%%' OR query = 'SELECT 1')",
                     (application_name,),
                 ).fetchone()
-                if row and row[0]:
+                if row and row[0] >= count:
                     return
                 time.sleep(0.05)
-        raise RuntimeError(f"{application_name} did not LISTEN within {START_TIMEOUT} s")
+        raise RuntimeError(f"{count} x {application_name} did not LISTEN within {START_TIMEOUT} s")
 
     def stop(self, name: str, timeout: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; the exit code."""

@@ -1,8 +1,9 @@
 """`python -m chaos` (`make chaos`): our own fault harness, Jepsen style. Starts an embedded
 PostgreSQL, the simulator, the API and N dispatchers with the service's default settings (but the
-retry policy under test), then per scenario sends M messages while one fault is injected, heals,
-waits for quiescence and counts acked / lost / duplicated / unexpected / stuck / indeterminate
-messages and status fidelity from the client's acks, the simulator's log and the database.
+retry policy under test, and SENDER_DEFAULT_MPS 10000 so that the pace never throttles the load),
+then per scenario sends M messages while one fault is injected, heals, waits for quiescence and
+counts acked / lost / duplicated / unexpected / stuck / indeterminate messages and status
+fidelity from the client's acks, the simulator's log and the database.
 One JSON line per scenario and a table on stdout, JSON to chaos/results/latest.json; exit 1 when
 any scenario lost, duplicated, left stuck, sent unexpected messages or recorded a wrong sid.
 """
@@ -26,6 +27,7 @@ from typing import Any, NoReturn
 
 import httpx
 
+from bench.seed import UNPACED_MPS
 from chaos.cluster import Cluster
 from chaos.report import table
 from chaos.run import Options, run_scenario, say
@@ -98,6 +100,9 @@ def _terminate(signum: int, _frame: FrameType | None) -> NoReturn:
 
 async def run_all(cluster: Cluster, args: argparse.Namespace) -> list[dict[str, Any]]:
     env = cluster.build_env(
+        # The senders the API registers get this pace: the load (25/s over two numbers) is never
+        # throttled by the default of 1 segment per second, so every count means what it did.
+        SENDER_DEFAULT_MPS=f"{UNPACED_MPS:g}",
         PROVIDER_TIMEOUT_SECONDS=f"{args.provider_timeout:g}",
         STATUS_SWEEP_AFTER_SECONDS=f"{args.sweep_after:g}",
         SIM_CALLBACKS="true",

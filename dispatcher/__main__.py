@@ -21,6 +21,8 @@ from dispatcher.expiry import Expiry
 from dispatcher.runner import Runner, Sweep
 from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
+from dispatcher.webhook_loop import WebhookLoop
+from dispatcher.webhooks import WebhookWorker
 from shared import metrics
 from shared.config import load_settings
 from shared.db import Outage, conninfo_with_app, open_pool
@@ -56,9 +58,28 @@ async def serve(environ: Mapping[str, str]) -> int:
     )
     providers = await open_providers(settings)
     http = httpx.AsyncClient()
+    owner = owner_id()
     dispatcher = Dispatcher(
-        settings=settings, pool=pool, providers=providers, owner=owner_id(), http=http
+        settings=settings, pool=pool, providers=providers, owner=owner, http=http
     )
+    # Customer webhooks get their own pool and HTTP client: a slow or dead endpoint never holds a
+    # connection or a slot an SMS send needs. No redirects (a 3xx is a failed attempt) and no
+    # proxies from the environment (the address checked is the address connected to).
+    webhook_pool = await open_pool(
+        settings.database_url,
+        application_name="sms-dispatcher-webhooks",
+        min_size=1,
+        max_size=max(2, min(8, settings.webhook_concurrency // 4 + 1)),
+        wait=False,
+        timeout_seconds=timeout,
+    )
+    webhook_http = httpx.AsyncClient(
+        timeout=settings.webhook_timeout_seconds,
+        limits=httpx.Limits(max_connections=settings.webhook_concurrency),
+        follow_redirects=False,
+        trust_env=False,
+    )
+    webhooks = WebhookLoop(WebhookWorker(webhook_pool, settings, owner, http=webhook_http))
     # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, the callbacks work) runs inside this
     # process; Runner runs its passes at the pace each asks for and logs (never raises) failures.
     sweep: Sweep = sweeper.Sweeper(pool, providers, settings)
@@ -67,6 +88,7 @@ async def serve(environ: Mapping[str, str]) -> int:
         Wakeup(conninfo_with_app(settings.database_url, "sms-dispatcher-listen", timeout=timeout)),
         sweep=sweep,
         expire=Expiry(pool, settings),
+        webhooks=webhooks,
         outage=Outage(log, pool=pool, timeout=timeout),
     )
     loop = asyncio.get_running_loop()
@@ -76,6 +98,8 @@ async def serve(environ: Mapping[str, str]) -> int:
         await runner.run()
     finally:
         await http.aclose()
+        await webhook_http.aclose()
+        await webhook_pool.close()
         for provider in providers.values():
             await provider.aclose()
         await pool.close()

@@ -16,6 +16,7 @@ draw) and gets back one outcome; `dispatcher.outcomes` is the one place that wri
 - `Drop`: the message is no longer pending (canceled, moved on by a callback): leave it unsent.
 - `Expire`: the message's validity ended before a provider took it: `expired`, never sent.
 - `Hold`: quiet hours in the recipient's time zone: back to the queue until `until`, unspent.
+- `Suppress`: the recipient opted out after the message was queued: canceled, never sent.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Facts:
     last_error: str | None = None
     priority: str = "normal"  # high | normal | low
     expires_at: datetime | None = None  # not handed to a provider after this
+    suppressed: bool = False  # the recipient opted out (sms_suppressions) after enqueue
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,11 @@ class Error:
     category: str
     reason: str
     code: str | None = None
+    opted_out: bool = False  # the provider says the recipient opted out of the sender
 
     @classmethod
     def of(cls, err: ProviderError) -> Error:
-        return cls(err.category.value, err.reason, err.code)
+        return cls(err.category.value, err.reason, err.code, err.opted_out)
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,14 @@ class Hold:
     until: datetime
 
 
-Outcome = Sent | Retry | Reconcile | Fail | Pause | GiveBack | Resend | Drop | Expire | Hold
+@dataclass(frozen=True)
+class Suppress:
+    pass
+
+
+Outcome = (
+    Sent | Retry | Reconcile | Fail | Pause | GiveBack | Resend | Drop | Expire | Hold | Suppress
+)
 
 
 @dataclass(frozen=True)
@@ -245,13 +255,16 @@ def after_lookup(
 
 def before_send(
     facts: Facts, *, quiet: QuietHours | None, zones: Sequence[str]
-) -> Expire | Hold | None:
+) -> Suppress | Expire | Hold | None:
     """The last word before a call (no attempt of this message is in doubt any more).
 
-    A message past its validity is expired, never sent. Outside high priority, a recipient whose
+    A recipient who opted out since the message was queued is never sent it (canceled). A message
+    past its validity is expired, never sent. Outside high priority, a recipient whose
     time zone (any of `zones`) is inside the quiet hours is held until the window ends for all of
     them, or until the message expires if that comes first (it then expires). None: send now.
     """
+    if facts.suppressed:
+        return Suppress()
     if facts.expires_at is not None and facts.claimed_at >= facts.expires_at:
         return Expire(facts.expires_at)
     if quiet is None or facts.priority == "high":

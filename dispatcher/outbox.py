@@ -59,6 +59,7 @@ class Work:
     reconcile_misses: int = 0
     priority: str | None = None  # high | normal | low (send work)
     expires_at: datetime | None = None  # not handed to a provider after this
+    suppressed: bool = False  # the recipient opted out of this sender since it was queued
 
 
 @dataclass(frozen=True)
@@ -190,10 +191,12 @@ class Outbox:
         error_message: str | None,
         now: datetime | None = None,
         status: str = "failed",
+        opted_out: bool = False,
     ) -> bool:
         """Final failure of send work: row deleted, message `status` (failed or expired), alert
         raised: one tx. An expired send was never called: its segments go back to its sender's
-        pace (the claim spent them)."""
+        pace (the claim spent them). `opted_out`: the provider refused because the recipient
+        opted out of the sender: the recipient is suppressed for it in the same transaction."""
 
         async def body(conn: AsyncConnection[Any]) -> bool:
             async with conn.cursor(row_factory=dict_row) as cur:
@@ -222,6 +225,10 @@ class Outbox:
                 now=now,
                 status=status,
             )
+            if opted_out:
+                await conn.execute(
+                    q("suppressions_add_provider_opt_out"), {"message_id": work.message_id}
+                )
             if status == "expired":
                 await conn.execute(
                     q("senders_refund"),
@@ -244,6 +251,15 @@ class Outbox:
                 "until": until,
                 "reason": "quiet_hours",
             },
+        )
+        return bool(rows)
+
+    async def suppress(self, work: Work, *, now: datetime | None = None) -> bool:
+        """The recipient opted out since `work` was queued: canceled unsent (category
+        `suppressed`), its segments back to the sender's pace; False when no longer ours."""
+        rows = await self._rows(
+            "outbox_suppress",
+            {"now": now, "owner": self.owner, "id": work.id, "attempt": work.attempt},
         )
         return bool(rows)
 

@@ -25,6 +25,7 @@ from dispatcher.decision import (
     Resend,
     Retry,
     Sent,
+    Suppress,
 )
 from dispatcher.outbox import Outbox, Work
 from dispatcher.outbox import Sent as SentRow
@@ -50,6 +51,7 @@ class RunStats:
     failed: int = 0
     expired: int = 0
     held: int = 0  # quiet hours
+    suppressed: int = 0  # the recipient opted out after enqueue: canceled unsent
     config: int = 0
     dropped: int = 0
     lost: int = 0  # rows that were no longer ours when we came to record them
@@ -109,6 +111,8 @@ class Outcomes:
             await self._expire(work, outcome, stats, now)
         elif isinstance(outcome, Hold):
             await self._hold(work, outcome, stats, now)
+        elif isinstance(outcome, Suppress):
+            await self._suppress(work, stats, now)
         elif isinstance(outcome, Drop):
             stats.dropped += await self.outbox.drop([work])
             log.info(
@@ -202,6 +206,7 @@ class Outcomes:
             error_category=error.category,
             error_message=error.reason,
             now=now,
+            opted_out=error.opted_out,
         )
         if not ok:
             self.stale(work, stats, "final failure")
@@ -228,6 +233,16 @@ class Outcomes:
         assert work.provider is not None
         metrics.child(metrics.FAILED, work.provider, "expired").inc()
         stats.expired += 1
+
+    async def _suppress(self, work: Work, stats: RunStats, now: datetime | None) -> None:
+        if not await self.outbox.suppress(work, now=now):
+            self.stale(work, stats, "suppression")
+            return
+        stats.suppressed += 1
+        log.info(
+            "recipient opted out: canceled unsent",
+            extra={**describe(work), "action": "suppressed"},
+        )
 
     async def _hold(self, work: Work, hold: Hold, stats: RunStats, now: datetime | None) -> None:
         if not await self.outbox.hold(work, until=hold.until, now=now):

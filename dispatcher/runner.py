@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dispatcher.outbox import Work
 from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
+from dispatcher.webhook_loop import WebhookLoop
 from shared.db import Outage, reconnect_delay, unavailable
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Runner:
         sweep: Sweep | None = None,
         sweep_every: float = 60.0,
         expire: Sweep | None = None,
+        webhooks: WebhookLoop | None = None,
         outage: Outage | None = None,
         backoff: Callable[[int, float], float] = reconnect_delay,
         rand: Callable[[], float] = random.random,
@@ -56,6 +58,9 @@ class Runner:
         self.sweep = sweep
         self.sweep_every = sweep_every
         self.expire = expire
+        # Customer webhooks: a loop of their own (own claim, slots, HTTP client and pool), so they
+        # never take a slot, a connection or a claim from an SMS send.
+        self.webhooks = webhooks
         self.outage = outage or Outage(log)
         self.backoff = backoff  # (failures in a row, rand) -> seconds; tests pass a fast one
         self.rand = rand
@@ -77,6 +82,9 @@ class Runner:
         for sweep, what in ((self.sweep, "status sweep"), (self.expire, "expiry sweep")):
             if sweep is not None:
                 background.append(asyncio.create_task(self._sweep_loop(sweep, what)))
+        webhook_loop = None
+        if self.webhooks is not None:
+            webhook_loop = asyncio.create_task(self.webhooks.run(stop))
         batch_size = min(settings.dispatch_batch_size, settings.dispatch_concurrency)
         # Claim a quarter batch at a time when slots free up that fast; else what is free.
         min_claim = max(1, batch_size // 4)
@@ -105,6 +113,11 @@ class Runner:
                     await self.wakeup.wait(await self._idle_wait())
         finally:
             await self._shutdown()
+            if webhook_loop is not None:
+                # On stop it finishes or hands back its deliveries within the grace period.
+                if not stop.is_set():
+                    webhook_loop.cancel()
+                await asyncio.gather(webhook_loop, return_exceptions=True)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

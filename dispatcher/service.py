@@ -76,6 +76,7 @@ def facts(work: Work) -> Facts:
         last_error=work.last_error,
         priority=work.priority or "normal",
         expires_at=work.expires_at,
+        suppressed=work.suppressed,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import phonenumbers
@@ -227,6 +228,61 @@ async def raise_duplicate_send(
                 "alert_id": alert_id,
             },
         )
+    return alert_id
+
+
+async def raise_webhook_endpoint_disabled(
+    conn: AsyncConnection[Any],
+    *,
+    endpoint_id: int,
+    api_key_id: int,
+    url: str,
+    reason: str,
+    failing_since: datetime | None,
+    dropped: int,
+    settings: Settings,
+    now: datetime | None = None,
+) -> int | None:
+    """Tell the operator a customer's webhook endpoint was disabled after failing too long.
+
+    The URL goes out without its query string or credentials (they may carry the customer's
+    tokens); never the secret. The new alert's id.
+    """
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    payload = {
+        "kind": "webhook_endpoint_disabled",
+        "endpoint_id": endpoint_id,
+        "api_key_id": api_key_id,
+        "url": shown + parts.path,
+        "reason": reason,
+        "failing_since": None if failing_since is None else failing_since.isoformat(),
+        "dropped_deliveries": dropped,
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        alert_id = await _insert(
+            cur,
+            kind="webhook_endpoint_disabled",
+            message_id=None,
+            provider=None,
+            error_code=None,
+            error_category="webhook",
+            error_message=reason,
+            payload=payload,
+            settings=settings,
+            now=now,
+        )
+    log.error(
+        "webhook endpoint disabled",
+        extra={
+            "action": "webhook_endpoint_disabled",
+            "endpoint_id": endpoint_id,
+            "api_key_id": api_key_id,
+            "error": reason,
+            "count": dropped,
+            "alert_id": alert_id,
+        },
+    )
     return alert_id
 
 

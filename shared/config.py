@@ -17,6 +17,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_MPS = 0.001
 MAX_MPS = 10000
 MAX_BURST = 100000
+# Per-key limits are sms_api_keys integer columns (CHECK > 0).
+MAX_KEY_LIMIT = 2**31 - 1
 
 
 def default_burst(mps: float) -> int:
@@ -56,6 +58,26 @@ def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0:
         raise ConfigError(f"{name} must be a number of seconds above 0, got {value!r}")
     return value
+
+
+def _at_least_one(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(environ, name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _limit(environ: Mapping[str, str], name: str) -> int | None:
+    """A per-key limit: a positive integer, or None (no limit) when empty."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1 or int(raw) > MAX_KEY_LIMIT:
+        raise ConfigError(
+            f"{name} must be a whole number from 1 to {MAX_KEY_LIMIT} (empty = no limit),"
+            f" got {raw!r}"
+        )
+    return int(raw)
 
 
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -127,6 +149,19 @@ class Settings:
     # Pace and quiet hours (sms_senders.mps of a newly registered sender; None = never held)
     sender_default_mps: float = 1.0
     quiet_hours: QuietHours | None = None
+    # Limits a new API key gets unless told otherwise (None = no limit): smsctl api-keys create.
+    api_key_default_rate_per_minute: int | None = None
+    api_key_default_daily_message_limit: int | None = None
+    api_key_default_recipient_hourly_limit: int | None = None
+    # Customer webhooks (DESIGN section 13): deliveries in flight per dispatcher (their own share,
+    # apart from DISPATCH_CONCURRENCY), the time one POST may take, how long a delivery is retried,
+    # and whether endpoints may resolve to private, loopback or link-local addresses (tests, labs).
+    webhook_concurrency: int = 16
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_hours: float = 72.0
+    webhook_allow_private_urls: bool = False
+    # Accept http:// webhook URLs to any host (otherwise https, or http to loopback only).
+    allow_http_webhooks: bool = False
 
 
 def _mps(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -203,4 +238,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         metrics_port=_int(environ, "METRICS_PORT", 0),
         sender_default_mps=_mps(environ, "SENDER_DEFAULT_MPS", 1.0),
         quiet_hours=_quiet_hours(environ, "QUIET_HOURS"),
+        api_key_default_rate_per_minute=_limit(environ, "API_KEY_DEFAULT_RATE_PER_MINUTE"),
+        api_key_default_daily_message_limit=_limit(environ, "API_KEY_DEFAULT_DAILY_MESSAGE_LIMIT"),
+        api_key_default_recipient_hourly_limit=_limit(
+            environ, "API_KEY_DEFAULT_RECIPIENT_HOURLY_LIMIT"
+        ),
+        webhook_concurrency=_at_least_one(environ, "WEBHOOK_CONCURRENCY", 16),
+        webhook_timeout_seconds=_positive(environ, "WEBHOOK_TIMEOUT_SECONDS", 10.0),
+        webhook_retry_hours=_positive(environ, "WEBHOOK_RETRY_HOURS", 72.0),
+        webhook_allow_private_urls=_bool(environ, "WEBHOOK_ALLOW_PRIVATE_URLS", False),
+        allow_http_webhooks=_bool(environ, "ALLOW_HTTP_WEBHOOKS", False),
     )

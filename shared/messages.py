@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
@@ -31,6 +32,28 @@ class IdempotencyKeyReused(SmsOutboxError):
 
 class ConversationMismatch(SmsOutboxError):
     """The named conversation belongs to another (from, to) pair."""
+
+
+class RecipientsOptedOut(SmsOutboxError):
+    """Recipients of the request opted out of their sender (sms_suppressions): nothing was written.
+
+    `ordinals` are the 0-based indexes of the refused items (always [0] for a single send).
+    """
+
+    def __init__(self, ordinals: list[int]) -> None:
+        super().__init__(f"{len(ordinals)} recipient(s) opted out of their sender")
+        self.ordinals = ordinals
+
+
+class RecipientLimitReached(SmsOutboxError):
+    """Recipients of the request would pass the key's recipient_hourly_limit: nothing was written.
+
+    `ordinals` are the 0-based indexes of the first item to each such recipient, in request order.
+    """
+
+    def __init__(self, ordinals: list[int]) -> None:
+        super().__init__(f"{len(ordinals)} recipient(s) over the key's hourly limit")
+        self.ordinals = ordinals
 
 
 class BatchConversationMismatch(ConversationMismatch):
@@ -90,12 +113,16 @@ async def enqueue(
     priority: str = DEFAULT_PRIORITY,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
+    recipient_limit: int | None = None,
 ) -> EnqueueResult:
     """Write the message, its outbox row and its 'created' event in one transaction.
 
     `conn` must not be inside a transaction: the commit happens here, so the caller may wake the
     dispatcher as soon as this returns. A second request with the same idempotency key returns the
     first one's message (replayed=True), or raises IdempotencyKeyReused when its request differs.
+    A recipient who opted out of the sender raises RecipientsOptedOut([0]) and writes nothing; so
+    does RecipientLimitReached([0]) when the key (`recipient_limit`: its recipient_hourly_limit)
+    already sent the recipient that many messages in the trailing hour.
     """
     if (idempotency_key is None) != (request_hash is None):
         raise ValueError("idempotency_key and request_hash go together")
@@ -113,13 +140,15 @@ async def enqueue(
             request_id=request_id,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            recipient_limit=recipient_limit,
         )
         return created
 
     try:
         if conn.autocommit and conversation_id is None:
             # messages_enqueue is one statement, so atomic on its own: one round trip, no
-            # BEGIN/COMMIT. A named conversation needs the check below inside a transaction.
+            # BEGIN/COMMIT (with a recipient limit, the locks pipelined before it share its
+            # implicit transaction and its round trip). A named conversation needs a transaction.
             created = await write()
         else:
             async with conn.transaction():
@@ -147,21 +176,41 @@ async def enqueue_many(
     *,
     api_key_id: int | None,
     request_id: str | None,
+    recipient_limit: int | None = None,
 ) -> list[EnqueueResult]:
     """Write every message, its outbox row and its 'created' event in one transaction and one
     statement; the results in the order of `items`.
 
     All or nothing: an item whose named conversation turns out to be another pair's raises
-    BatchConversationMismatch and nothing is written. `conn` must not be inside a transaction:
-    the commit happens here, so the caller may wake the dispatcher as soon as this returns.
+    BatchConversationMismatch and nothing is written; so do recipients who opted out of their
+    sender (RecipientsOptedOut names every such item) and, with `recipient_limit` (the key's
+    recipient_hourly_limit), recipients the batch would take past it (RecipientLimitReached).
+    `conn` must not be inside a transaction: the commit happens here, so the caller may wake the
+    dispatcher as soon as this returns.
     """
     if not items:
         return []
-    async with conn.transaction():
-        created = await _write(conn, items, api_key_id=api_key_id, request_id=request_id)
-        for index, (item, row) in enumerate(zip(items, created, strict=True)):
-            if item.conversation_id is not None and row.conversation_id != item.conversation_id:
-                raise BatchConversationMismatch(index, item.conversation_id)
+
+    async def write() -> list[EnqueueResult]:
+        return await _write(
+            conn,
+            items,
+            api_key_id=api_key_id,
+            request_id=request_id,
+            recipient_limit=recipient_limit,
+        )
+
+    if conn.autocommit and recipient_limit is not None and not _names_conversations(items):
+        # The locks and the statement in one implicit transaction and one round trip, as
+        # enqueue's. (Without a limit the batch keeps its explicit transaction: two round trips
+        # more per batch, nothing worth changing on its own.)
+        created = await write()
+    else:
+        async with conn.transaction():
+            created = await write()
+            for index, (item, row) in enumerate(zip(items, created, strict=True)):
+                if item.conversation_id is not None and row.conversation_id != item.conversation_id:
+                    raise BatchConversationMismatch(index, item.conversation_id)
     log.info(
         "batch created",
         extra={"action": "batch_created", "count": len(created)},
@@ -180,10 +229,14 @@ async def _write(
     request_id: str | None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    recipient_limit: int | None = None,
 ) -> list[EnqueueResult]:
-    """Run messages_enqueue, the one enqueue statement of both send paths, for `items`."""
+    """Run messages_enqueue, the one enqueue statement of both send paths, for `items`; with a
+    `recipient_limit`, after messages_lock_recipients in the same transaction."""
     if idempotency_key is not None and len(items) != 1:
         raise ValueError("an idempotency key names one message")
+    if recipient_limit is not None and api_key_id is None:
+        raise ValueError("a recipient limit is an API key's")
     counted = [count_segments(item.body) for item in items]
     params = {
         "from_numbers": [item.from_number for item in items],
@@ -199,13 +252,49 @@ async def _write(
         "expires_ats": [item.expires_at for item in items],
         "api_key_id": api_key_id,
         "request_id": request_id,
+        "recipient_limit": recipient_limit,
     }
-    async with conn.cursor(row_factory=class_row(EnqueueResult)) as cur:
-        await cur.execute(q("messages_enqueue"), params)
-        created = await cur.fetchall()
+    async with conn.cursor(row_factory=dict_row) as cur:
+        if recipient_limit is None:
+            await cur.execute(q("messages_enqueue"), params)
+        else:
+            assert api_key_id is not None
+            locks = sorted({recipient_lock_key(api_key_id, item.to_number) for item in items})
+            # Both statements go out together and the block's closing Sync is the one round
+            # trip: in autocommit they share one implicit transaction, which that Sync commits
+            # (releasing the locks); inside a transaction it commits nothing. Fetching inside
+            # the block would cost a flush and a second round trip. An error of either statement
+            # is raised as the block closes, and their transaction is rolled back.
+            async with conn.pipeline():
+                await conn.execute(q("messages_lock_recipients"), {"lock_keys": locks})
+                await cur.execute(q("messages_enqueue"), params)
+        rows = await cur.fetchall()
+    # The statement answers the created messages, or the refused rows' 1-based ordinals and
+    # writes nothing: (over_limit) messages_enqueue's `limited`, (opted_out) its `blocked`. The
+    # limit is answered first, as it was when a separate check ran before the insert.
+    limited = [int(row["ord"]) - 1 for row in rows if row["over_limit"]]
+    if limited:
+        raise RecipientLimitReached(limited)
+    refused = [int(row["ord"]) - 1 for row in rows if row["opted_out"]]
+    if refused:
+        raise RecipientsOptedOut(refused)
+    created = [EnqueueResult(**{k: row[k] for k in _RESULT_FIELDS}) for row in rows]
     if len(created) != len(items):  # pragma: no cover - one message per input row
         raise SmsOutboxError(f"enqueue wrote {len(created)} of {len(items)} messages")
     return created
+
+
+_RESULT_FIELDS: Final = tuple(f.name for f in fields(EnqueueResult) if f.name != "replayed")
+
+
+def recipient_lock_key(api_key_id: int, to_number: str) -> int:
+    """The advisory lock of one key's messages to one recipient: a signed 64-bit hash."""
+    digest = hashlib.blake2b(f"{api_key_id}:{to_number}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _names_conversations(items: Sequence[NewMessage]) -> bool:
+    return any(item.conversation_id is not None for item in items)
 
 
 def _log_created(row: EnqueueResult, level: int) -> None:
@@ -251,10 +340,13 @@ async def conversation_pair(
     return None if row is None else (row[1], row[2])
 
 
-async def get_message(conn: AsyncConnection[Any], message_id: UUID) -> dict[str, Any] | None:
-    """The sms_messages row as a dict, or None."""
+async def get_message(
+    conn: AsyncConnection[Any], message_id: UUID, *, owner: int | None = None
+) -> dict[str, Any] | None:
+    """The sms_messages row as a dict, or None; with `owner` (a sender key's id) only a message
+    that key created."""
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("messages_read_one"), {"id": message_id})
+        await cur.execute(q("messages_read_one"), {"id": message_id, "owner": owner})
         return await cur.fetchone()
 
 

@@ -41,8 +41,15 @@ CALLBACKS: Final = Counter(
 )
 SIGNATURE_FAILURES: Final = Counter(
     "sms_callback_signature_failures",
-    "Status callbacks refused with 403 for a bad or missing signature.",
+    "Provider webhooks (status callbacks, inbound messages) refused with 403 for a bad or "
+    "missing signature.",
     ["provider"],
+)
+INBOUND_MESSAGES: Final = Counter(
+    "sms_inbound_messages",
+    "Messages texted to our numbers and stored (a provider's repeated webhook not counted), by "
+    "kind: reply, or the keyword stop, stopall, start.",
+    ["provider", "kind"],
 )
 CALLBACK_LAG: Final = Histogram(
     "sms_callback_lag_seconds",
@@ -55,6 +62,12 @@ DUPLICATE_SENDS: Final = Counter(
     "Provider messages carrying one of our message ids under a sid other than the recorded one: "
     "a double send, detected (counted once per stray copy).",
     ["provider"],
+)
+API_KEY_LIMITED: Final = Counter(
+    "sms_api_key_limited",
+    "Send requests refused with 429 by a per-key limit, by API key id and code (rate_limited, "
+    "daily_limit_reached, recipient_rate_limited). Key ids are the operators' own, few.",
+    ["api_key_id", "code"],
 )
 OPERATOR_ACTIONS: Final = Counter(
     "sms_operator_actions",
@@ -114,6 +127,41 @@ SEND_LATENCY: Final = Histogram(
     buckets=_SEND_BUCKETS,
 )
 
+# Customer webhooks (dispatcher/webhooks.py)
+WEBHOOK_ATTEMPTS: Final = Counter(
+    "sms_webhook_attempts",
+    "Webhook delivery attempts by outcome: delivered (2xx), retry (any other answer, no answer, "
+    "or a refused address: tried again later), failed (410 Gone, or retried for "
+    "WEBHOOK_RETRY_HOURS), dropped (its endpoint was disabled before it went out).",
+    ["outcome"],
+)
+WEBHOOK_DURATION: Final = Histogram(
+    "sms_webhook_attempt_duration_seconds",
+    "Duration of webhook POSTs to customer endpoints, by outcome.",
+    ["outcome"],
+    buckets=_SEND_BUCKETS,
+)
+WEBHOOK_ENDPOINTS_DISABLED: Final = Counter(
+    "sms_webhook_endpoints_disabled",
+    "Webhook endpoints the dispatcher disabled: gone (answered 410), failing (no success for "
+    "WEBHOOK_RETRY_HOURS; the operator is alerted).",
+    ["reason"],
+)
+# Per endpoint, set from sms_webhook_health (enabled endpoints only; ids are few and ours).
+WEBHOOK_BACKLOG: Final = Gauge(
+    "sms_webhook_backlog", "Pending webhook deliveries per enabled endpoint.", ["endpoint_id"]
+)
+WEBHOOK_OLDEST_PENDING: Final = Gauge(
+    "sms_webhook_oldest_pending_seconds",
+    "Age of each enabled endpoint's oldest pending delivery (0 when none).",
+    ["endpoint_id"],
+)
+WEBHOOK_FAILING: Final = Gauge(
+    "sms_webhook_failing_seconds",
+    "How long each enabled endpoint has failed without a success (0 when healthy).",
+    ["endpoint_id"],
+)
+
 
 @functools.lru_cache(maxsize=512)
 def child(metric: Counter | Histogram, *labels: Any) -> Any:
@@ -131,7 +179,7 @@ def set_queue(rows: Iterable[Mapping[str, Any]]) -> None:
     OUTBOX_DEPTH.clear()
     OUTBOX_DUE.clear()
     OUTBOX_OLDEST_DUE.clear()
-    for kind in ("send_sms", "deliver_alert"):
+    for kind in ("send_sms", "deliver_alert", "deliver_webhook"):
         for state in ("ready", "leased"):
             OUTBOX_DEPTH.labels(kind, state).set(0)
         OUTBOX_DUE.labels(kind).set(0)
@@ -148,6 +196,20 @@ def set_queue(rows: Iterable[Mapping[str, Any]]) -> None:
         OUTBOX_DUE.labels(kind).set(count)
     for kind, age in oldest.items():
         OUTBOX_OLDEST_DUE.labels(kind).set(age)
+
+
+def set_webhook_health(rows: Iterable[Mapping[str, Any]]) -> None:
+    """Set the per-endpoint webhook gauges from `webhook_endpoints_health` rows; a disabled or
+    removed endpoint's series go (cleared, then set for the enabled ones only)."""
+    for gauge in (WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING, WEBHOOK_FAILING):
+        gauge.clear()
+    for row in rows:
+        if not row["enabled"]:
+            continue
+        endpoint = str(row["endpoint_id"])
+        WEBHOOK_BACKLOG.labels(endpoint).set(float(row["pending"]))
+        WEBHOOK_OLDEST_PENDING.labels(endpoint).set(float(row["oldest_pending_seconds"] or 0))
+        WEBHOOK_FAILING.labels(endpoint).set(float(row["failing_seconds"] or 0))
 
 
 def exposition() -> bytes:

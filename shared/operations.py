@@ -1,6 +1,9 @@
 """What operators do to messages: list them, cancel a pending one, requeue a failed one.
 
 The HTTP API and smsctl call these same functions, so both refuse the same things the same way.
+`owner` is the tenancy guard, applied in SQL: a sender key's id limits each to the messages that
+key created (another key's message is NotFound, as an unknown id); None (an operator key,
+smsctl) reaches every message.
 """
 
 from __future__ import annotations
@@ -96,12 +99,14 @@ async def list_messages(
     *,
     limit: int = DEFAULT_PAGE,
     cursor: str | None = None,
+    owner: int | None = None,
 ) -> Page:
-    """One page of messages matching `filters`, newest first, after `cursor` when given."""
+    """One page of messages matching `filters` (and `owner`), newest first, after `cursor`."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be 1-{MAX_PAGE}")
     after_created_at, after_id = decode_cursor(cursor) if cursor else (None, None)
     params = {
+        "owner": owner,
         "status": filters.status,
         "priority": filters.priority,
         "conversation_id": filters.conversation_id,
@@ -124,7 +129,9 @@ async def list_messages(
     return Page(rows, next_cursor)
 
 
-async def cancel(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) -> None:
+async def cancel(
+    conn: AsyncConnection[Any], message_id: UUID, *, actor: str, owner: int | None = None
+) -> None:
     """pending -> canceled, its outbox row deleted, a 'canceled' event; in one transaction.
 
     NotFound for an unknown id; Refused('not_pending') once it left pending, and
@@ -134,7 +141,7 @@ async def cancel(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) ->
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(q("outbox_lock_for_operator"), {"id": message_id})
         work = await cur.fetchone()
-        await cur.execute(q("messages_lock_for_operator"), {"id": message_id})
+        await cur.execute(q("messages_lock_for_operator"), {"id": message_id, "owner": owner})
         msg = await cur.fetchone()
         if msg is None:
             raise NotFound(str(message_id))
@@ -161,7 +168,9 @@ async def cancel(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) ->
     )
 
 
-async def requeue(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) -> None:
+async def requeue(
+    conn: AsyncConnection[Any], message_id: UUID, *, actor: str, owner: int | None = None
+) -> None:
     """failed -> pending with a fresh attempt budget and new outbox work, a 'requeued' event.
 
     NotFound for an unknown id; Refused('not_failed') unless it is failed; and
@@ -169,7 +178,7 @@ async def requeue(conn: AsyncConnection[Any], message_id: UUID, *, actor: str) -
     provider accepted it: sending it again could deliver it twice).
     """
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("messages_lock_for_operator"), {"id": message_id})
+        await cur.execute(q("messages_lock_for_operator"), {"id": message_id, "owner": owner})
         msg = await cur.fetchone()
         if msg is None:
             raise NotFound(str(message_id))

@@ -114,8 +114,14 @@ def to_e164(number: str, region: str) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def check_recipient(raw: str, settings: Settings, field: str = "to") -> tuple[str, list[Problem]]:
-    """`raw` as E.164 and the problems that forbid texting it (none when it may be texted)."""
+def check_recipient(
+    raw: str, settings: Settings, field: str = "to", countries: frozenset[str] | None = None
+) -> tuple[str, list[Problem]]:
+    """`raw` as E.164 and the problems that forbid texting it (none when it may be texted).
+
+    `countries`: the regions the caller's key may text (Caller.allowed_countries: within
+    ALLOWED_COUNTRIES, possibly empty); None = ALLOWED_COUNTRIES (empty = any).
+    """
     try:
         if len(raw) > MAX_NUMBER_INPUT:
             raise phonenumbers.NumberParseException(phonenumbers.NumberParseException.TOO_LONG, "")
@@ -127,10 +133,11 @@ def check_recipient(raw: str, settings: Settings, field: str = "to") -> tuple[st
         return e164, [Problem(field, "invalid_number", "not a valid phone number")]
     problems: list[Problem] = []
     region = phonenumbers.region_code_for_number(number)
-    if settings.allowed_countries and region not in settings.allowed_countries:
-        allowed = ", ".join(sorted(settings.allowed_countries))
+    allowed = settings.allowed_countries if countries is None else countries
+    if (countries is not None or allowed) and region not in allowed:
+        listed = ", ".join(sorted(allowed)) or "none for this API key"
         problems.append(
-            Problem(field, "country_not_allowed", f"country {region} is not allowed ({allowed})")
+            Problem(field, "country_not_allowed", f"country {region} is not allowed ({listed})")
         )
     kind = phonenumbers.number_type(number)
     capable = SMS_CAPABLE | SMS_CAPABLE_BY_COUNTRY.get(number.country_code or 0, frozenset())
@@ -314,10 +321,14 @@ def parse_schedule(payload: dict[str, Any], now: datetime) -> tuple[Schedule, li
 
 
 def parse_send(
-    payload: dict[str, Any], settings: Settings, *, now: datetime
+    payload: dict[str, Any],
+    settings: Settings,
+    *,
+    now: datetime,
+    countries: frozenset[str] | None = None,
 ) -> tuple[SendInput, list[Problem]]:
-    """Check one message's shape, recipient, body, sender number, conversation id format and
-    schedule (against `now`, the request's time)."""
+    """Check one message's shape, recipient (within `countries`, as check_recipient), body,
+    sender number, conversation id format and schedule (against `now`, the request's time)."""
     problems = [
         Problem(name, "unknown_field", f"unknown field; expected {', '.join(SEND_FIELDS)}")
         for name in payload
@@ -328,7 +339,7 @@ def parse_send(
     if raw_to is None and payload.get("to") is None:
         problems.append(Problem("to", "required", "the recipient's phone number is required"))
     elif raw_to is not None:
-        e164, found = check_recipient(raw_to, settings)
+        e164, found = check_recipient(raw_to, settings, countries=countries)
         problems += found
         to = e164 or None
     body: str | None = None
@@ -375,7 +386,11 @@ def prefixed(index: int, problems: list[Problem]) -> list[Problem]:
 
 
 def parse_batch(
-    payload: dict[str, Any], settings: Settings, *, now: datetime
+    payload: dict[str, Any],
+    settings: Settings,
+    *,
+    now: datetime,
+    countries: frozenset[str] | None = None,
 ) -> tuple[list[SendInput], list[Problem]]:
     """Each item through parse_send (all judged against the one `now`), and every problem of the
     envelope and the items at once."""
@@ -405,7 +420,7 @@ def parse_batch(
             problems.append(Problem(f"messages[{index}]", "invalid_type", "must be an object"))
             parsed.append(SendInput(None, None, None, None, from_named=False))
             continue
-        given, found = parse_send(item, settings, now=now)
+        given, found = parse_send(item, settings, now=now, countries=countries)
         problems += prefixed(index, found)
         parsed.append(given)
     return parsed, problems

@@ -19,6 +19,13 @@ ingress_delayed, validity_period) and how many sends are held (ingress_held); GE
 /_sim/sends?from=NUMBER lists that number's accepted sends ({at: monotonic seconds, segments}), the
 most segments in any one-second window, its pace and its pace refusals (without ?from=, every
 number); POST /_sim/reset clears them, drops held sends and restores the start-up settings.
+Texting back: POST /_sim/inbound {"from": "+1...", "to": OUR_NUMBER, "body": "STOP"} posts the
+signed incoming-message webhook the provider would (Twilio's form; SignalWire's messaging webhook
+JSON, or the compatibility form with --signalwire-callback-format form) to --inbound-url and
+answers what it posted and the status the webhook got.
+A sink for sms-outbox's own status webhooks: POST /_sim/webhooks/NAME records each one and
+verifies its Standard Webhooks signature with --webhook-secrets' secret for NAME; GET
+/_sim/webhooks lists them (?name=, ?type=, ?message_id=), with verified true, false or null.
 A pace per sender: --enforce-mps '*=10,+15005550006=1:2' refuses (429, as the provider would) a
 send that would put more than ceil(mps) + burst segments in its number's trailing second.
 """
@@ -50,6 +57,15 @@ _HELP = {
     "callback_reorder_rate": "probability a message's callbacks arrive newest first",
     "signalwire_callback_format": "json (native API) or form (compatibility API)",
     "delivery_failures": 'JSON {"+1...": ["undelivered", "30003"]}: recipients that fail delivery',
+    "inbound_url": (
+        "where POST /_sim/inbound posts a text to our number, as its incoming-message webhook"
+        " ({provider} becomes twilio or signalwire)"
+    ),
+    "inbound_urls": 'JSON {"+1...": "https://..."}: inbound_url per number of ours',
+    "webhook_secrets": (
+        'JSON {"NAME": "whsec_..."}: verify what POST /_sim/webhooks/NAME receives with it'
+    ),
+    "webhook_sink_status": "the status POST /_sim/webhooks/NAME answers (410: disable me)",
     "latency": "seconds added to every API request",
     "jitter": "up to this many seconds more, at random",
     "error_rate": "probability a send is refused with one of --error-codes",
@@ -87,7 +103,8 @@ def parse_args(
     parser.add_argument("--log-level", default=environ.get("SIM_LOG_LEVEL", "warning"))
     defaults = SimConfig()
     for name in setting_names():
-        shown = "(hidden)" if "token" in name or "key" in name else getattr(defaults, name)
+        secret = "token" in name or "key" in name or "secret" in name
+        shown = "(hidden)" if secret else getattr(defaults, name)
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,

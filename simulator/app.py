@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator import signalwire_api, twilio_api
+from simulator import inbound, signalwire_api, twilio_api, webhook_sink
 from simulator.config import ConfigError, SimConfig
 from simulator.pace import max_in_window, rule_for
 from simulator.state import SimState
@@ -21,6 +21,7 @@ from simulator.state import SimState
 def create_app(config: SimConfig | None = None) -> Starlette:
     """Build a simulator; `app.state.sim` is its SimState (tests may reach in)."""
     state = SimState(config or SimConfig())
+    sink = webhook_sink.WebhookSink(state.config)
 
     async def get_config(request: Request) -> Response:
         return JSONResponse(state.config.public())
@@ -59,8 +60,12 @@ def create_app(config: SimConfig | None = None) -> Starlette:
         every = {n: sender_report(n) for n in state.pace.senders()}
         return JSONResponse({"clock": "monotonic", "senders": every})
 
+    async def texted(request: Request) -> Response:
+        return await inbound.post_inbound(request, state)
+
     async def reset(request: Request) -> Response:
         state.reset()
+        sink.clear()
         return JSONResponse({"reset": True})
 
     async def health(request: Request) -> Response:
@@ -79,10 +84,13 @@ def create_app(config: SimConfig | None = None) -> Starlette:
             Route("/_sim/config", set_config, methods=["POST"]),
             Route("/_sim/messages", messages, methods=["GET"]),
             Route("/_sim/sends", sends, methods=["GET"]),
+            Route("/_sim/inbound", texted, methods=["POST"]),
+            *webhook_sink.routes(sink),
             Route("/_sim/reset", reset, methods=["POST"]),
             Route("/_sim/health", health, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
     app.state.sim = state
+    app.state.webhook_sink = sink
     return app

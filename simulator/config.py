@@ -52,6 +52,15 @@ class SimConfig:
     delivery_failures: dict[str, tuple[str, str]] = field(
         default_factory=lambda: dict(DEFAULT_DELIVERY_FAILURES)
     )
+    # Texts back (POST /_sim/inbound): where each provider posts a message sent to one of our
+    # numbers, as a number's incoming-message webhook. `{provider}` in a URL becomes twilio or
+    # signalwire; inbound_urls (our number -> URL) wins over inbound_url for its number.
+    inbound_url: str = ""
+    inbound_urls: dict[str, str] = field(default_factory=dict)
+    # The webhook sink (POST /_sim/webhooks/{name}): the Standard Webhooks secret of each name,
+    # to verify what arrives there with, and the status it answers (410 disables the endpoint).
+    webhook_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    webhook_sink_status: int = 204
     # Faults on the send endpoints
     latency: float = 0.0
     jitter: float = 0.0
@@ -99,6 +108,7 @@ class SimConfig:
             "signalwire_token",
             "signalwire_signing_key",
             "windows_origin",
+            "webhook_secrets",
         }
         shown = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in hidden
@@ -126,6 +136,16 @@ def _coerce(name: str, value: Any) -> Any:
             return [(float(a), float(b)) for a, b in value]
         if name == "enforce_mps":
             return parse_rules(value)
+        if name == "webhook_secrets":
+            if isinstance(value, str):  # JSON from a flag or SIM_WEBHOOK_SECRETS
+                value = json.loads(value) if value.strip() else {}
+            return {str(k): str(v) for k, v in dict(value).items()}
+        if name == "webhook_sink_status" and not 200 <= int(value) <= 599:
+            raise ValueError("an HTTP status from 200 to 599")
+        if name == "inbound_urls":
+            if isinstance(value, str):  # JSON from a flag or SIM_INBOUND_URLS
+                value = json.loads(value) if value.strip() else {}
+            return {str(k): str(v) for k, v in dict(value).items()}
         if name == "delivery_failures":
             if isinstance(value, str):  # JSON from a flag or SIM_DELIVERY_FAILURES
                 value = json.loads(value)

@@ -51,7 +51,9 @@ TWILIO_FROM: dict[str, Rejection] = {
 # The same numbers on SignalWire's native Messaging API, which answers 422 with string codes.
 # `not_routable` is documented (https://developer.signalwire.com/rest/overview/error-codes/#not_routable,
 # "check geographic permissions and the destination number"); the others are the native codes our
-# issue names. SignalWire has no opt-out/queue codes of Twilio's numbers, so the words differ.
+# issue names. Its opt-out refusal is `message_blocked_by_number` ("The destination number blocked
+# messages from the sending number. No further messages can be delivered to this recipient from
+# this number", error-codes page, signalwire/docs 668371b); it has no queue-full code.
 SIGNALWIRE_TO: dict[str, Rejection] = {
     "+15005550001": Rejection(422, "invalid_to_number", "The 'to' number is not valid.", "to"),
     "+15005550002": Rejection(

@@ -23,6 +23,7 @@ from api.app import create_app
 from shared import apikeys
 from shared.config import Settings
 from shared.logs import setup_logging
+from tests.webhook_support import offline_resolver
 
 TO = "+14155552671"  # a US number phonenumbers accepts (FIXED_LINE_OR_MOBILE)
 SENDER = "+15005550006"  # TWILIO_PHONE_NUMBER of the conftest settings
@@ -43,7 +44,8 @@ def auth_fixture(api_key: str) -> dict[str, str]:
 
 @pytest.fixture(name="app")
 def app_fixture(settings: Settings) -> Starlette:
-    return create_app(settings)
+    # Webhook registrations resolve names with a stub: no test reaches a DNS server.
+    return create_app(settings, resolve=offline_resolver)
 
 
 class LiveServer:

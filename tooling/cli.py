@@ -16,12 +16,12 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from shared import apikeys, messages, senders, validation, wakeup
+from shared import messages, senders, validation, wakeup
 from shared.config import PROVIDERS, Settings, load_settings
 from shared.errors import ConfigError
 from shared.lifecycle import STATUSES
-from tooling import cli_actions, cli_reports
-from tooling.cli_reports import OK, REFUSED, USAGE, print_json
+from tooling import cli_actions, cli_keys, cli_reports, cli_suppressions, cli_webhooks
+from tooling.cli_reports import OK, REFUSED, USAGE
 from tooling.retention import DEFAULT_BATCH
 
 Command = Callable[[AsyncConnection[Any], argparse.Namespace, Settings], Awaitable[int]]
@@ -45,16 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smsctl", description="Operate sms-outbox.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    keys = commands.add_parser("api-keys", help="create, list and revoke API keys")
-    key_commands = keys.add_subparsers(dest="key_command", required=True)
-    create = key_commands.add_parser("create", help="create a key and print it (once) on stdout")
-    create.add_argument("name", help="who the key is for")
-    create.set_defaults(func=_plain(_keys_create))
-    _reader(key_commands.add_parser("list", help="list keys (never the keys themselves)"))
-    key_commands.choices["list"].set_defaults(func=_plain(_keys_list))
-    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("id", type=int)
-    revoke.set_defaults(func=_plain(_keys_revoke))
+    cli_keys.add_commands(commands)
 
     send = commands.add_parser("send", help="queue one SMS and print its id")
     send.add_argument("--to", required=True, help="recipient phone number")
@@ -126,41 +117,15 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--older-than", required=True, help="e.g. 90d, 12w")
     prune.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rows per transaction")
     prune.set_defaults(func=_plain(cli_actions.prune))
+
+    cli_suppressions.add_commands(commands)
+    cli_webhooks.add_commands(commands)
     return parser
 
 
 def _fail(code: int, text: str) -> int:
     print(f"smsctl: {text}", file=sys.stderr)
     return code
-
-
-async def _keys_create(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
-    name = args.name.strip()
-    if not 1 <= len(name) <= 100:
-        return _fail(USAGE, "NAME must be 1-100 characters")
-    key_id, key = await apikeys.create_key(conn, name)
-    print(key)
-    print(f"created API key {key_id} ({name}); it is shown only this once", file=sys.stderr)
-    return OK
-
-
-async def _keys_list(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
-    keys = await apikeys.list_keys(conn)
-    if args.json:
-        print_json([vars(key) for key in keys])
-        return OK
-    print("id\tname\tcreated_at\trevoked_at")
-    for key in keys:
-        revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
-        print(f"{key.id}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
-    return OK
-
-
-async def _keys_revoke(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
-    if not await apikeys.revoke_key(conn, args.id):
-        return _fail(REFUSED, f"no active API key with id {args.id}")
-    print(f"revoked API key {args.id}", file=sys.stderr)
-    return OK
 
 
 async def _send(conn: AsyncConnection[Any], args: argparse.Namespace, settings: Settings) -> int:
@@ -180,18 +145,25 @@ async def _send(conn: AsyncConnection[Any], args: argparse.Namespace, settings: 
             sender = None if number is None else await senders.lookup(conn, number)
     if sender is None or not sender.enabled:
         return _fail(REFUSED, "no such enabled sender (see sms_senders)")
-    result = await messages.enqueue(
-        conn,
-        api_key_id=None,
-        to_number=to,
-        from_number=sender.phone_number,
-        provider=sender.provider,
-        body=body,
-        conversation_id=None,
-        idempotency_key=None,
-        request_hash=None,
-        request_id=None,
-    )
+    try:
+        result = await messages.enqueue(
+            conn,
+            api_key_id=None,
+            to_number=to,
+            from_number=sender.phone_number,
+            provider=sender.provider,
+            body=body,
+            conversation_id=None,
+            idempotency_key=None,
+            request_hash=None,
+            request_id=None,
+        )
+    except messages.RecipientsOptedOut:
+        return _fail(
+            REFUSED,
+            f"recipient_opted_out: the recipient opted out of {sender.phone_number}"
+            " (smsctl suppressions list --number ...)",
+        )
     await wakeup.notify(conn)
     print(result.id)
     return OK

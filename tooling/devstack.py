@@ -1,5 +1,6 @@
 """`make run`: PostgreSQL (embedded under .data/ unless DATABASE_URL is set), migrations, a dev API
-key, the simulator when no provider credentials are set, then the Procfile's processes under honcho.
+key, the simulator when no provider credentials are set (with a status webhook endpoint of the dev
+key at its sink), then the Procfile's processes under honcho.
 
 Ctrl-C (or SIGTERM) stops the processes, then the embedded database. A second `make run` while
 one is up says so and exits 1 before it touches anything.
@@ -7,8 +8,10 @@ one is up says so and exits 1 before it touches anything.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -22,11 +25,12 @@ from types import FrameType
 from typing import IO, Any
 
 import psycopg
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 from psycopg.conninfo import make_conninfo
 
-from shared import apikeys
+from shared import apikeys, webhook_endpoints
 from shared.migrate import migrate
+from shared.webhook_registration import Registration
 
 DATA_DIR = Path(".data")
 DEV_KEY_FILE = DATA_DIR / "dev-api-key"
@@ -34,6 +38,10 @@ DEV_KEY_FILE = DATA_DIR / "dev-api-key"
 LOCK_FILE = DATA_DIR / "make-run.lock"
 DATABASE_NAME = "sms_outbox"
 DEMO_TO = "+14155552671"
+# The dev key's status webhooks go to the simulator's sink as this name (/_sim/webhooks/dev).
+SINK_NAME = "dev"
+# The dev stack only: webhooks may go to http://127.0.0.1 (the sink), and to any http URL.
+DEV_WEBHOOK_ENV = {"WEBHOOK_ALLOW_PRIVATE_URLS": "true", "ALLOW_HTTP_WEBHOOKS": "true"}
 
 # The simulator's dev credentials; both the simulator and our processes get them from here.
 SIMULATOR_ENV = {
@@ -107,6 +115,49 @@ def ensure_dev_key(database_url: str) -> str:
     return key
 
 
+def sink_url(env: MutableMapping[str, str]) -> str:
+    """The simulator's webhook sink for the dev key's endpoint."""
+    return f"http://127.0.0.1:{env.get('SIM_PORT', '8010')}/_sim/webhooks/{SINK_NAME}"
+
+
+def ensure_dev_webhook(database_url: str, key: str, url: str) -> str:
+    """The dev key's webhook endpoint at `url`: registered when missing, enabled again when
+    disabled, and given a new secret (the last one signs beside it for a day, so deliveries
+    queued before keep verifying); the new secret, for the simulator's sink."""
+
+    async def go() -> str:
+        async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+            caller = await apikeys.authenticate(conn, key)
+            if caller is None:
+                raise RuntimeError("the dev key is not active")
+            mine = await webhook_endpoints.list_endpoints(conn, owner=caller.id)
+            found = next((e for e in mine if e.url == url), None)
+            if found is None:
+                made = await webhook_endpoints.create(
+                    conn, caller.id, Registration(url, ()), actor="make run"
+                )
+                return made.secret
+            await webhook_endpoints.enable(conn, found.id, owner=caller.id, actor="make run")
+            rotated = await webhook_endpoints.rotate(
+                conn, found.id, owner=caller.id, actor="make run"
+            )
+            return rotated.secret
+
+    return asyncio.run(go())
+
+
+def sink_env(env: MutableMapping[str, str], secret: str) -> None:
+    """Hand the dev endpoint's secret to the simulator (SIM_WEBHOOK_SECRETS, JSON), keeping
+    the other names set there."""
+    try:
+        known = json.loads(env.get("SIM_WEBHOOK_SECRETS") or "{}")
+    except ValueError:
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    env["SIM_WEBHOOK_SECRETS"] = json.dumps({**known, SINK_NAME: secret})
+
+
 def provider_env(env: MutableMapping[str, str]) -> bool:
     """Point both providers at the simulator when no real credentials are set; True if simulated."""
     if env.get("TWILIO_ACCOUNT_SID") or env.get("SIGNALWIRE_PROJECT_ID"):
@@ -127,6 +178,10 @@ def provider_env(env: MutableMapping[str, str]) -> bool:
     )
     env.setdefault("TWILIO_PHONE_NUMBER", "+15005550006")
     env.setdefault("SIGNALWIRE_PHONE_NUMBER", "+15005550010")
+    # The simulator texts back (POST /_sim/inbound) to our inbound webhooks, as a number's
+    # incoming-message URL at the provider would: the URL the API verifies signatures against.
+    public = env.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{env.get('API_PORT', '8000')}"
+    env.setdefault("SIM_INBOUND_URL", public.rstrip("/") + "/webhook/{provider}/inbound")
     return True
 
 
@@ -177,6 +232,10 @@ def _run(env: dict[str, str], simulated: bool) -> int:
     try:
         migrate(env["DATABASE_URL"])
         key = ensure_dev_key(env["DATABASE_URL"])
+        for name, value in DEV_WEBHOOK_ENV.items():
+            env.setdefault(name, value)
+        if simulated:
+            sink_env(env, ensure_dev_webhook(env["DATABASE_URL"], key, sink_url(env)))
         names = [n for n in procfile_names() if simulated or n != "simulator"]
         honcho = Path(sys.executable).parent / "honcho"
         proc = subprocess.Popen([str(honcho), "start", *names], env=env)  # noqa: S603 - fixed argv
@@ -206,6 +265,13 @@ def _run(env: dict[str, str], simulated: bool) -> int:
 def print_ready(base: str, key: str, env: MutableMapping[str, str], simulated: bool) -> None:
     mode = "simulator (no provider credentials set)" if simulated else "real provider credentials"
     body = '{"to": "' + DEMO_TO + '", "body": "Hello from sms-outbox"}'
+    webhooks = (
+        "Its status webhooks (message.queued, .sent, .delivered) arrive signed at the"
+        " simulator's sink, which verifies them:\n\n"
+        f"  curl -sS '{sink_url(env).rsplit('/', 1)[0]}?message_id=<id>'\n\n"
+        if simulated
+        else ""
+    )
     print(
         "\n"
         f"sms-outbox is up: API {base}, providers: {mode}.\n"
@@ -214,6 +280,7 @@ def print_ready(base: str, key: str, env: MutableMapping[str, str], simulated: b
         f"-H 'Content-Type: application/json' -d '{body}'\n\n"
         "Then read it back (use the id from the reply):\n\n"
         f"  curl -sS {base}/sms/messages/<id> -H 'Authorization: Bearer {key}'\n\n"
+        f"{webhooks}"
         "Ctrl-C stops everything.\n",
         flush=True,
     )

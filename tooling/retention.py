@@ -13,6 +13,8 @@ from shared.queries import q
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH: Final = 1000
+# sms_api_key_usage windows end within a day; the API reserves only from current ones.
+USAGE_KEPT: Final = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ async def prune(
 
     Each batch is its own short transaction. Messages with outbox work (their own or their
     alert's) are kept; events go with their message (ON DELETE CASCADE), and callbacks for unknown
-    messages that old go too. Conversations stay (they are small and get reused).
+    messages that old go too. Conversations stay (they are small and get reused). Per-key quota
+    windows older than two days go whatever `older_than` says (they are spent).
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -47,6 +50,8 @@ async def prune(
                 events += removed
             if removed < batch:
                 break
+    async with conn.transaction():
+        await conn.execute(q("api_key_usage_prune"), {"older_than": USAGE_KEPT})
     log.info(
         "pruned",
         extra={"action": "prune", "messages": messages, "orphan_events": events},

@@ -33,6 +33,7 @@ class ProviderError(SmsOutboxError):
         code: str | None = None,
         http_status: int | None = None,
         retry_after: float | None = None,
+        opted_out: bool = False,
     ) -> None:
         super().__init__(f"{category.value}: {reason}" + (f" (code {code})" if code else ""))
         self.category = category
@@ -40,6 +41,9 @@ class ProviderError(SmsOutboxError):
         self.code = code
         self.http_status = http_status
         self.retry_after = retry_after
+        # The provider refused because the recipient opted out of the sender (Twilio 21610): the
+        # recipient is suppressed for that sender, not just this message failed.
+        self.opted_out = opted_out
 
 
 @dataclass(frozen=True)

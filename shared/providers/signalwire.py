@@ -62,7 +62,8 @@ def _never_connected(exc: BaseException | None) -> bool:
 
 def _error(entry: tuple[Category, str], **details: Any) -> ProviderError:
     category, reason = entry
-    return ProviderError(category, reason, **details)
+    opted_out = details.get("code") in signalwire_codes.OPT_OUT
+    return ProviderError(category, reason, opted_out=opted_out, **details)
 
 
 def translate(exc: Exception) -> ProviderError:

@@ -67,6 +67,12 @@ CODES: Final[dict[str, tuple[Category, str]]] = {
 }
 
 HTTP_429: Final = (R, "rate limited (HTTP 429)")
+# Refusals that mean the recipient opted out of the sender: the native `message_blocked_by_number`
+# ("the destination number blocked messages from the sending number. No further messages can be
+# delivered to this recipient from this number"; carrier blocks are `message_blocked_by_carrier`)
+# and the compatibility table's 21610 ("recipient has unsubscribed"). 30004 ("message blocked or
+# opted out", a delivery error) also covers carrier blocks: it fails the message only.
+OPT_OUT: Final = frozenset({"message_blocked_by_number", "21610"})
 HTTP_401: Final = (C, "authentication failed: wrong project id or API token (HTTP 401)")
 HTTP_404: Final = (C, "not found: wrong space or API path (HTTP 404)")
 HTTP_5XX: Final = (A, "server error after the request was sent: the message may exist")

@@ -79,7 +79,8 @@ def status_callback_url(public_base_url: str, message_id: UUID) -> str:
 
 def _error(entry: tuple[Category, str], **details: Any) -> ProviderError:
     category, reason = entry
-    return ProviderError(category, reason, **details)
+    opted_out = details.get("code") in twilio_codes.OPT_OUT
+    return ProviderError(category, reason, opted_out=opted_out, **details)
 
 
 def translate(exc: Exception) -> ProviderError:

@@ -57,6 +57,9 @@ CODES: Final[dict[str, tuple[Category, str]]] = {
 HTTP_429: Final = (R, "rate limited (HTTP 429)")
 HTTP_401: Final = (C, "authentication failed (HTTP 401)")
 HTTP_5XX: Final = (A, "server error after the request was sent: the message may exist")
+# Refusals that mean the recipient opted out of the sender (texted STOP): the dispatcher suppresses
+# the recipient for that sender (sms_suppressions), so no later message is even tried.
+OPT_OUT: Final = frozenset({"21610"})
 CONNECT_ERROR: Final = (R, "could not connect: the request never left")
 READ_TIMEOUT: Final = (A, "no answer in time after the request was sent: the message may exist")
 UNCLASSIFIED_4XX: Final = (P, "request refused with an unlisted error")

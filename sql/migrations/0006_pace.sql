@@ -79,6 +79,8 @@ DROP INDEX sms_outbox_due_idx;
 CREATE INDEX sms_outbox_pace_idx ON sms_outbox (sender, priority, next_attempt_at)
     WHERE sender IS NOT NULL;
 CREATE INDEX sms_outbox_due_idx ON sms_outbox (next_attempt_at) WHERE sender IS NULL;
+-- The claim visits senders in pace order (those owed longest first) and stops at its limit.
+CREATE INDEX sms_senders_pace_idx ON sms_senders (pace_tat, phone_number);
 -- The expiry sweep finds unsent work past its validity without reading the rest.
 CREATE INDEX sms_outbox_expiry_idx ON sms_outbox (expires_at) WHERE expires_at IS NOT NULL;
 

@@ -55,17 +55,70 @@ WHERE id = %(message_id)s;
 -- parameter each, whatever N is) and are unnested WITH ORDINALITY so the answer keeps the request's
 -- order. Foreign keys between the CTEs' rows are checked at the end of the statement, so they hold.
 -- Priority, send_at and expires_at ride along in the same arrays: no extra round trip.
-WITH input AS (
-    -- Materialized once (it is read three times and calls a volatile function): each message's id
+-- recipient_limit is the key's recipient_hourly_limit (NULL: none; `limited` then reads nothing);
+-- with one, the caller runs messages_lock_recipients first in the same transaction.
+WITH args AS MATERIALIZED (
+    -- The parameters the plan's estimates would depend on, behind a fence, so that every plan of
+    -- this statement is the same whatever their values. psycopg prepares it, and PostgreSQL keeps
+    -- the one generic plan only while the custom plans it tries first cost no less: with the
+    -- values in sight, one row's arrays and a NULL recipient_limit (which prunes `limited`) made
+    -- every custom plan cheaper, so each execution was planned anew (measured: about twice the
+    -- statement's server CPU, limit or no limit).
+    SELECT %(from_numbers)s::text[] AS from_numbers, %(to_numbers)s::text[] AS to_numbers,
+           %(bodies)s::text[] AS bodies, %(providers)s::text[] AS providers,
+           %(segments)s::int[] AS segments, %(encodings)s::text[] AS encodings,
+           %(idempotency_keys)s::text[] AS idempotency_keys,
+           %(request_hashes)s::text[] AS request_hashes, %(priorities)s::text[] AS priorities,
+           %(send_ats)s::timestamptz[] AS send_ats, %(expires_ats)s::timestamptz[] AS expires_ats,
+           %(api_key_id)s::bigint AS api_key_id, %(recipient_limit)s::int AS recipient_limit
+),
+input AS (
+    -- Materialized once (it is read several times and calls a volatile function): each message's id
     -- is made here, so the final SELECT can join the inserted rows back to their position.
     SELECT gen_random_uuid() AS id, t.*
-    FROM unnest(%(from_numbers)s::text[], %(to_numbers)s::text[], %(bodies)s::text[],
-                %(providers)s::text[], %(segments)s::int[], %(encodings)s::text[],
-                %(idempotency_keys)s::text[], %(request_hashes)s::text[],
-                %(priorities)s::text[], %(send_ats)s::timestamptz[],
-                %(expires_ats)s::timestamptz[])
+    FROM args,
+         unnest(args.from_numbers, args.to_numbers, args.bodies, args.providers, args.segments,
+                args.encodings, args.idempotency_keys, args.request_hashes, args.priorities,
+                args.send_ats, args.expires_ats)
          WITH ORDINALITY AS t(from_number, to_number, body, provider, segments, encoding,
                               idempotency_key, request_hash, priority, send_at, expires_at, ord)
+),
+blocked AS (
+    -- Rows whose recipient opted out of their sender, or of every sender (sms_suppressions, read
+    -- through the leading phone_number of sms_suppressions_once). One of them stops the whole
+    -- statement: every INSERT below writes only when there is none, and the answer is then the
+    -- blocked rows' ordinals instead of messages (all or nothing, as a batch is). A suppression
+    -- committed after this statement's snapshot is the claim's to catch (outbox_claim_due).
+    SELECT i.ord
+    FROM input i
+    WHERE EXISTS (SELECT 1 FROM sms_suppressions s
+                  WHERE s.phone_number = i.to_number
+                    AND (s.sender_number = i.from_number OR s.sender_number IS NULL))
+),
+limited AS (
+    -- recipient_hourly_limit: the recipients this request would take past the limit, each with
+    -- the ordinal of its first row: this key's outbound messages to them created in the trailing
+    -- hour (transaction clock, as created_at), plus the request's own. sms_messages_to_idx
+    -- (to_number, created_at) finds a recipient's hour; the key and direction filter those few
+    -- rows. One such recipient stops the whole statement, as `blocked` does, and the answer is
+    -- then these ordinals (api/limits.py asks messages_recipient_hour for Retry-After). The
+    -- caller holds the (key, recipient) locks (messages_lock_recipients, an earlier statement of
+    -- this transaction), so this statement's snapshot, taken after them, sees every message of
+    -- whoever held them before. A NULL limit filters out the one `args` row: nothing is counted.
+    SELECT a.to_number, a.ord
+    FROM args
+    CROSS JOIN (SELECT to_number, count(*) AS n, min(ord) AS ord
+                FROM input
+                GROUP BY to_number) a
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS recent
+        FROM sms_messages m
+        WHERE m.to_number = a.to_number
+          AND m.created_at > now() - interval '1 hour'
+          AND m.api_key_id = args.api_key_id
+          AND m.direction = 'outbound'
+    ) r
+    WHERE args.recipient_limit IS NOT NULL AND r.recent + a.n > args.recipient_limit
 ),
 conversation AS (
     -- Find or create each (from, to) thread once. DO UPDATE (not DO NOTHING) returns the row in
@@ -76,6 +129,7 @@ conversation AS (
     INSERT INTO sms_conversations AS c (from_number, to_number)
     SELECT DISTINCT from_number, to_number
     FROM input
+    WHERE NOT EXISTS (SELECT 1 FROM blocked) AND NOT EXISTS (SELECT 1 FROM limited)
     ORDER BY from_number, to_number
     ON CONFLICT (from_number, to_number) DO UPDATE
     SET last_message_at = greatest(c.last_message_at, now())
@@ -93,6 +147,7 @@ message AS (
            i.send_at, i.expires_at
     FROM input i
     JOIN conversation c ON c.from_number = i.from_number AND c.to_number = i.to_number
+    WHERE NOT EXISTS (SELECT 1 FROM blocked) AND NOT EXISTS (SELECT 1 FROM limited)
     RETURNING id, conversation_id, from_number, to_number, provider, segments, encoding,
               created_at, request_hash, priority, send_at, expires_at
 ),
@@ -113,11 +168,20 @@ created AS (
     SELECT message.id, 'created', 'pending', message.provider
     FROM message
 )
+-- Either the messages created, or the refusals: (opted_out) the blocked ordinals and (over_limit)
+-- the first ordinal of each recipient over recipient_hourly_limit.
 SELECT m.id, m.conversation_id, m.from_number, m.to_number, m.provider, m.segments, m.encoding,
-       m.created_at, m.request_hash, m.priority, m.send_at, m.expires_at
+       m.created_at, m.request_hash, m.priority, m.send_at, m.expires_at, i.ord,
+       false AS opted_out, false AS over_limit
 FROM message m
 JOIN input i ON i.id = m.id
-ORDER BY i.ord;
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, b.ord, true, false
+FROM blocked b
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.ord, false, true
+FROM limited o
+ORDER BY ord;
 
 -- name: messages_by_idempotency_key
 -- Served by the UNIQUE (api_key_id, idempotency_key) index: the message a key already created.
@@ -128,25 +192,32 @@ WHERE api_key_id = %(api_key_id)s
   AND idempotency_key = %(idempotency_key)s;
 
 -- name: messages_read_one
--- One message by primary key, for GET /sms/messages/{id}.
+-- One message by primary key, for GET /sms/messages/{id} (and cancel's and retry's answer).
+-- `owner` is the tenancy guard (messages_lock_for_operator says how): another key's message is
+-- not found, exactly as an unknown id.
 SELECT id, conversation_id, direction, from_number, to_number, body, provider, provider_sid,
        delivery_status, error_code, error_category, error_message, segments, encoding, attempts,
        request_id, created_at, updated_at, submitted_at, final_at, priority, send_at, expires_at
 FROM sms_messages
-WHERE id = %(id)s;
+WHERE id = %(id)s
+  AND (%(owner)s::bigint IS NULL OR api_key_id = %(owner)s::bigint);
 
 -- name: messages_list
 -- Newest first over (created_at, id), keyset-paged: the cursor is the last row's (created_at, id),
 -- so a page costs the same however deep it is (sms_messages_created_idx; status, conversation and
 -- recipient filters have their own indexes; priority has none: three values select too little
 -- to pay for one, so it filters the walk of another index). A NULL parameter means "no filter".
+-- `owner` is the tenancy guard: a sender key lists only the messages it created (walking
+-- sms_messages_key_created_idx (api_key_id, created_at, id) when no other filter is narrower);
+-- NULL (an operator key, smsctl) lists every key's.
 -- Run unprepared: a generic plan for the NULL-or-equal filters would ignore the index the given
 -- filter needs.
 SELECT id, conversation_id, direction, from_number, to_number, body, provider, provider_sid,
        delivery_status, error_code, error_category, error_message, segments, encoding, attempts,
        request_id, created_at, updated_at, submitted_at, final_at, priority, send_at, expires_at
 FROM sms_messages m
-WHERE (%(status)s::text IS NULL OR m.delivery_status = %(status)s::text)
+WHERE (%(owner)s::bigint IS NULL OR m.api_key_id = %(owner)s::bigint)
+  AND (%(status)s::text IS NULL OR m.delivery_status = %(status)s::text)
   AND (%(priority)s::text IS NULL OR m.priority = %(priority)s::text)
   AND (%(conversation_id)s::uuid IS NULL OR m.conversation_id = %(conversation_id)s::uuid)
   AND (%(to_number)s::text IS NULL OR m.to_number = %(to_number)s::text)
@@ -161,11 +232,59 @@ ORDER BY m.created_at DESC, m.id DESC
 LIMIT %(limit)s;
 
 -- name: messages_lock_for_operator
--- The message's current status and sid, locked until the caller's transaction ends.
+-- The message's current status and sid, locked until the caller's transaction ends. `owner` is
+-- the tenancy guard: a sender key's id finds only the messages that key created (another key's id
+-- is as unknown as a made-up one); NULL (an operator key, smsctl) finds any.
 SELECT id, delivery_status, provider, provider_sid
 FROM sms_messages
 WHERE id = %(id)s
+  AND (%(owner)s::bigint IS NULL OR api_key_id = %(owner)s::bigint)
 FOR UPDATE;
+
+-- name: messages_lock_recipients
+-- recipient_hourly_limit: serialize the enqueues of one key to one recipient, for the rest of the
+-- transaction. The lock keys (a hash of key id and recipient, made by shared/messages.py) come
+-- sorted, and unnest yields them in order, so two requests that share recipients take the locks in
+-- one order and never deadlock. Its own statement, pipelined with messages_enqueue into one
+-- implicit transaction (shared/messages.py): the enqueue, run next, takes its snapshot after the
+-- locks are held, so its count (`limited`) sees every message of whoever held them before; the
+-- commit at the pipeline's sync releases them.
+SELECT count(pg_advisory_xact_lock(k))
+FROM unnest(%(lock_keys)s::bigint[]) AS k;
+
+-- name: messages_recipient_hour
+-- recipient_hourly_limit's Retry-After, asked only after messages_enqueue refused a request
+-- (`limited`), so off the send path and after the locks were released: for each recipient a
+-- request writes to (and how many messages it writes to them), this key's outbound messages to
+-- them created in the trailing hour (transaction clock, as created_at). Only recipients the request would take over the limit come back, each
+-- with the time enough of those messages will have left the hour for the request to fit (NULL:
+-- the request alone is over the limit). sms_messages_to_idx (to_number, created_at) finds a
+-- recipient's hour; the key and direction filter those few rows. The OFFSET subquery runs only
+-- for recipients over the limit.
+WITH clock AS (
+    SELECT now() AS now
+)
+SELECT a.to_number, clock.now,
+       (SELECT m.created_at + interval '1 hour'
+        FROM sms_messages m
+        WHERE m.to_number = a.to_number
+          AND m.created_at > clock.now - interval '1 hour'
+          AND m.api_key_id = %(api_key_id)s
+          AND m.direction = 'outbound'
+        ORDER BY m.created_at
+        OFFSET r.recent + a.n - %(limit)s::integer - 1
+        LIMIT 1) AS fits_at
+FROM unnest(%(to_numbers)s::text[], %(counts)s::integer[]) AS a(to_number, n)
+CROSS JOIN clock
+CROSS JOIN LATERAL (
+    SELECT count(*) AS recent
+    FROM sms_messages m
+    WHERE m.to_number = a.to_number
+      AND m.created_at > clock.now - interval '1 hour'
+      AND m.api_key_id = %(api_key_id)s
+      AND m.direction = 'outbound'
+) r
+WHERE r.recent + a.n > %(limit)s::integer;
 
 -- name: messages_cancel
 -- pending -> canceled, guarded on pending (zero rows: someone moved it first). Its outbox row goes
@@ -412,3 +531,92 @@ FROM unnest(%(ids)s::uuid[], %(recheck_in)s::float8[], %(failures)s::int[])
 WHERE m.id = s.id
   AND m.status_checked_at = %(checked_at)s
 RETURNING m.id;
+
+-- name: messages_receive
+-- An inbound message (a reply, or an opt-out / opt-in keyword) as one statement, so one
+-- transaction: its thread, the message (direction inbound, status received, final at once), its
+-- 'received' event and what its keyword does to sms_suppressions. Stored once per provider sid
+-- (UNIQUE (provider, provider_sid)): a webhook the provider posts again finds `known` and changes
+-- nothing, its keyword included (a repeated STOP must not undo a START sent since). Two copies
+-- racing both miss `known`; the second waits on the unique index, inserts nothing and returns no
+-- row, which the caller reads as "already stored".
+WITH input AS (
+    SELECT %(provider)s::text AS provider, %(sid)s::text AS sid,
+           %(our_number)s::text AS our_number, %(their_number)s::text AS their_number,
+           %(body)s::text AS body, %(segments)s::int AS segments, %(encoding)s::text AS encoding,
+           %(keyword)s::text AS keyword, %(request_id)s::text AS request_id,
+           %(detail)s::jsonb AS detail
+),
+known AS (
+    SELECT m.id, m.conversation_id
+    FROM sms_messages m, input i
+    WHERE m.provider = i.provider AND m.provider_sid = i.sid
+),
+conversation AS (
+    -- Threads are keyed (our number, the other party), as the outbound messages key them, so a
+    -- reply lands beside the messages it answers. DO UPDATE returns the row, new or not, and
+    -- moves last_message_at.
+    INSERT INTO sms_conversations AS c (from_number, to_number)
+    SELECT i.our_number, i.their_number
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM known)
+    ON CONFLICT (from_number, to_number) DO UPDATE
+    SET last_message_at = greatest(c.last_message_at, now())
+    RETURNING c.id
+),
+owner AS (
+    -- The API key of the thread's latest outbound message (NULL when none, or when smsctl sent
+    -- it), so the key that wrote sees the answer: sms_messages_conversation_idx, read backwards.
+    SELECT (SELECT m.api_key_id
+            FROM sms_messages m
+            WHERE m.conversation_id = c.id AND m.direction = 'outbound'
+            ORDER BY m.created_at DESC, m.id DESC
+            LIMIT 1) AS api_key_id
+    FROM conversation c
+),
+message AS (
+    INSERT INTO sms_messages AS m (conversation_id, direction, from_number, to_number, body,
+                                   provider, provider_sid, delivery_status, segments, encoding,
+                                   api_key_id, request_id, final_at)
+    SELECT c.id, 'inbound', i.their_number, i.our_number, i.body, i.provider, i.sid, 'received',
+           i.segments, i.encoding, o.api_key_id, i.request_id, now()
+    FROM input i, conversation c, owner o
+    ON CONFLICT (provider, provider_sid) DO NOTHING
+    RETURNING m.id, m.conversation_id, m.from_number, m.to_number, m.provider, m.provider_sid
+),
+received AS (
+    INSERT INTO sms_message_events (message_id, event_type, to_status, provider, provider_sid,
+                                    detail)
+    SELECT m.id, 'received', 'received', m.provider, m.provider_sid, i.detail
+    FROM message m, input i
+),
+suppressed AS (
+    -- STOP (and its synonyms): no more messages from the number texted; STOPALL: from any of
+    -- ours. The inbound message is the cause. A suppression of the same pair that exists already
+    -- stays as it is (sms_suppressions_once).
+    INSERT INTO sms_suppressions (phone_number, sender_number, reason, source_message_id)
+    SELECT m.from_number, CASE WHEN i.keyword = 'stopall' THEN NULL ELSE m.to_number END,
+           'stop_keyword', m.id
+    FROM message m, input i
+    WHERE i.keyword IN ('stop', 'stopall')
+    ON CONFLICT (phone_number, coalesce(sender_number, '')) DO NOTHING
+    RETURNING id
+),
+lifted AS (
+    -- START / UNSTOP / YES lifts what the person's own word or their provider's opt-out record
+    -- put on this number (stop_keyword, provider_opt_out), and an every-sender one they made with
+    -- STOPALL. A suppression an operator or an API call made is theirs to lift, never a text's.
+    DELETE FROM sms_suppressions s
+    USING message m, input i
+    WHERE i.keyword = 'start'
+      AND s.phone_number = m.from_number
+      AND ((s.sender_number = m.to_number AND s.reason IN ('stop_keyword', 'provider_opt_out'))
+           OR (s.sender_number IS NULL AND s.reason = 'stop_keyword'))
+    RETURNING s.id
+)
+SELECT m.id, m.conversation_id, true AS created,
+       (SELECT count(*) FROM suppressed) AS suppressed, (SELECT count(*) FROM lifted) AS lifted
+FROM message m
+UNION ALL
+SELECT k.id, k.conversation_id, false, 0, 0
+FROM known k;

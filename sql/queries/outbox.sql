@@ -53,13 +53,14 @@ ORDER BY lease_owner;
 --   could pay for; `admitted` keeps the prefix whose segments fit (a sender idle for long enough
 --   may send one message larger than its burst). A sender's backlog therefore costs the claim one
 --   short index scan, however deep it is, and never stands in front of another sender's work.
--- * Other work (alerts) is due by sms_outbox_due_idx, unpaced.
+-- * Operator alerts are due by sms_outbox_due_idx, unpaced. Customer webhooks (deliver_webhook)
+--   are never taken here: they have their own claim and capacity (dispatcher/webhooks.py).
 -- * `paced` moves each sender's pace clock (GCRA) by what was taken: greatest(tat, now) + cost/mps.
 -- * SKIP LOCKED lets concurrent claimers pass each other without waiting or sharing a row; a
 --   paused provider's sends are skipped. The attempt number rises by one, except on a rescued row
 --   whose attempt never started (its number is reused: no attempt was spent). The caller commits
 --   at once. The message columns come along so that sending needs no further read.
-WITH clock AS (
+WITH RECURSIVE clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
 paused AS (
@@ -67,18 +68,76 @@ paused AS (
     FROM sms_provider_pauses p
     WHERE p.paused_until > (SELECT now FROM clock)
 ),
+walk (phone_number, pace_tat, due, total, steps) AS (
+    -- The senders this claim takes from, found one at a time in sms_senders_pace_idx order (owed
+    -- longest first) and only as far as needed: each step seeks the next sender after the last
+    -- one that has allowance now, and counts its due sends (up to what its allowance and the
+    -- claim could take: at most %(limit)s index entries); the walk stops once their due sends fill
+    -- the claim, or after %(limit)s senders. Naming the three priorities makes each
+    -- sms_outbox_pace_idx scan three range scans that end at the due time, never passing over
+    -- leased or scheduled rows. A sender's deep backlog costs its step no more than the claim
+    -- can take, and a claim takes many rows from few senders when their pace allows. Each step
+    -- locks the sender it takes (FOR NO KEY UPDATE SKIP LOCKED): a sender another claimer holds
+    -- is passed for the next one, so no two claimers spend one allowance, and enqueues (which
+    -- never lock a sender) are never blocked.
+    SELECT f.phone_number, f.pace_tat, f.due, f.due, 1
+    FROM (SELECT NULL::text AS phone_number, '-infinity'::timestamptz AS pace_tat) start,
+         LATERAL (
+             SELECT s.phone_number, s.pace_tat, d.due
+             FROM sms_senders s, clock c,
+                  LATERAL (
+                      SELECT count(*) AS due
+                      FROM (SELECT 1 FROM sms_outbox o, paused z
+                            WHERE o.sender = s.phone_number
+                              AND o.priority = ANY ('{0,1,2}'::smallint[])
+                              AND o.next_attempt_at <= c.now
+                              AND o.provider <> ALL (z.providers)
+                            LIMIT least(greatest(floor(s.burst - extract(epoch FROM
+                                  greatest(s.pace_tat, c.now) - c.now) * s.mps), 1), %(limit)s)
+                           ) t
+                  ) d
+             WHERE s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
+               AND d.due > 0
+             ORDER BY s.pace_tat, s.phone_number
+             LIMIT 1
+             FOR NO KEY UPDATE OF s SKIP LOCKED
+         ) f
+    UNION ALL
+    SELECT n.phone_number, n.pace_tat, n.due, w.total + n.due, w.steps + 1
+    FROM walk w,
+         LATERAL (
+             SELECT s.phone_number, s.pace_tat, d.due
+             FROM sms_senders s, clock c,
+                  LATERAL (
+                      SELECT count(*) AS due
+                      FROM (SELECT 1 FROM sms_outbox o, paused z
+                            WHERE o.sender = s.phone_number
+                              AND o.priority = ANY ('{0,1,2}'::smallint[])
+                              AND o.next_attempt_at <= c.now
+                              AND o.provider <> ALL (z.providers)
+                            LIMIT least(greatest(floor(s.burst - extract(epoch FROM
+                                  greatest(s.pace_tat, c.now) - c.now) * s.mps), 1), %(limit)s)
+                           ) t
+                  ) d
+             WHERE (s.pace_tat, s.phone_number) > (w.pace_tat, w.phone_number)
+               AND s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
+               AND d.due > 0
+             ORDER BY s.pace_tat, s.phone_number
+             LIMIT 1
+             FOR NO KEY UPDATE OF s SKIP LOCKED
+         ) n
+    WHERE w.total < %(limit)s AND w.steps < %(limit)s
+),
 ready AS MATERIALIZED (
+    -- The walked senders (already ours: locked by the walk), their allowance read from the
+    -- locked row.
     SELECT s.phone_number, s.mps, s.pace_tat <= c.now AS idle,
            greatest(s.pace_tat, c.now) AS tat,
            floor(s.burst - extract(epoch FROM greatest(s.pace_tat, c.now) - c.now) * s.mps)::int
                AS allowance
     FROM sms_senders s, clock c
-    WHERE s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
-      AND EXISTS (SELECT 1 FROM sms_outbox o, paused z
-                  WHERE o.sender = s.phone_number AND o.next_attempt_at <= c.now
-                    AND o.provider <> ALL (z.providers))
-    ORDER BY s.pace_tat, s.phone_number
-    LIMIT %(limit)s
+    WHERE s.phone_number IN (SELECT phone_number FROM walk)
+      AND s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
     FOR NO KEY UPDATE OF s SKIP LOCKED
 ),
 picked AS (
@@ -88,10 +147,11 @@ picked AS (
     CROSS JOIN LATERAL (
         SELECT o.id, o.cost, o.priority, o.next_attempt_at, o.state = 'leased' AS rescued
         FROM sms_outbox o, paused z
-        WHERE o.sender = r.phone_number AND o.next_attempt_at <= (SELECT now FROM clock)
+        WHERE o.sender = r.phone_number AND o.priority = ANY ('{0,1,2}'::smallint[])
+          AND o.next_attempt_at <= (SELECT now FROM clock)
           AND o.provider <> ALL (z.providers)
         ORDER BY o.priority, o.next_attempt_at
-        LIMIT greatest(r.allowance, 1)
+        LIMIT least(greatest(r.allowance, 1), %(limit)s)
         FOR UPDATE OF o SKIP LOCKED
     ) x
     WINDOW w AS (PARTITION BY r.phone_number ORDER BY x.priority, x.next_attempt_at, x.id)
@@ -106,7 +166,7 @@ admitted AS (
 other AS (
     SELECT o.id, o.state = 'leased' AS rescued
     FROM sms_outbox o
-    WHERE o.sender IS NULL AND o.next_attempt_at <= (SELECT now FROM clock)
+    WHERE o.kind = 'deliver_alert' AND o.next_attempt_at <= (SELECT now FROM clock)
     ORDER BY o.next_attempt_at
     LIMIT greatest(%(limit)s - (SELECT count(*) FROM admitted), 0)
     FOR UPDATE OF o SKIP LOCKED
@@ -144,7 +204,11 @@ SELECT c.id, c.kind, c.attempts AS attempt, c.lease_expires_at, c.claimed_at, c.
        c.attempt_started_at AS unresolved_since, c.message_id, c.alert_id, c.provider,
        m.from_number, m.to_number, m.body, m.delivery_status, m.conversation_id, m.request_id,
        c.last_error_code, c.last_error_category, c.last_error, m.segments, m.provider_sid,
-       c.reconcile_misses, m.priority, c.expires_at
+       c.reconcile_misses, m.priority, c.expires_at,
+       -- The recipient opted out of this sender (or of all) since the message was queued.
+       EXISTS (SELECT 1 FROM sms_suppressions s
+               WHERE s.phone_number = m.to_number
+                 AND (s.sender_number IS NULL OR s.sender_number = m.from_number)) AS suppressed
 FROM claimed c
 LEFT JOIN sms_messages m ON m.id = c.message_id
 ORDER BY c.id;
@@ -449,3 +513,50 @@ DELETE FROM sms_outbox o
 USING victims v
 WHERE o.id = v.id
 RETURNING o.message_id, o.expires_at;
+
+-- name: outbox_suppress
+-- The recipient opted out after the message was queued (sms_suppressions): the claimed send leaves
+-- the outbox unsent if still ours, the message goes pending -> canceled with error category
+-- `suppressed`, the segments the claim spent go back to the sender's pace, and the timeline gets a
+-- `suppressed` event and the transition. The message is never handed to a provider.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+done AS (
+    DELETE FROM sms_outbox o
+    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
+      AND o.state = 'leased'
+    RETURNING o.message_id, o.provider, o.sender, o.cost
+),
+moved AS (
+    UPDATE sms_messages m
+    SET delivery_status = 'canceled', error_code = 'recipient_opted_out',
+        error_category = 'suppressed',
+        error_message = 'the recipient opted out of this sender before it was sent',
+        final_at = clock.now, updated_at = clock.now
+    FROM done d, clock
+    WHERE m.id = d.message_id AND m.delivery_status = 'pending'
+    RETURNING m.id, m.conversation_id, m.provider
+),
+refund AS (
+    UPDATE sms_senders s
+    SET pace_tat = s.pace_tat - make_interval(secs => (d.cost / s.mps)::float8)
+    FROM done d
+    WHERE s.phone_number = d.sender AND s.pace_tat > '-infinity'
+),
+touched AS (
+    UPDATE sms_conversations c
+    SET last_message_at = greatest(c.last_message_at, clock.now)
+    FROM moved, clock
+    WHERE c.id = moved.conversation_id
+),
+logged AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, from_status, to_status, provider, error_code, error_category,
+         occurred_at)
+    SELECT moved.id, e.event_type, e.from_status, 'canceled', moved.provider,
+           'recipient_opted_out', 'suppressed', clock.now
+    FROM moved, clock,
+         (VALUES ('suppressed', NULL), ('transition', 'pending')) AS e(event_type, from_status)
+)
+SELECT d.message_id, (SELECT count(*) FROM moved) AS canceled FROM done d;

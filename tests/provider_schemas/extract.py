@@ -96,6 +96,7 @@ def signalwire(specs: Path) -> dict[str, Any]:
     spec = load(specs, SIGNALWIRE)
     schemas = spec["components"]["schemas"]
     callback = spec["webhooks"]["messageStatusCallback"]["post"]["requestBody"]["content"]
+    inbound = spec["webhooks"]["inboundMessageWebhook"]["post"]["requestBody"]["content"]
     picked = {
         "message": schemas["Message.Message"],
         "create_422": schemas["Message.MessagesCreateStatusCode422"],
@@ -108,6 +109,7 @@ def signalwire(specs: Path) -> dict[str, Any]:
         "log_retrieve": schemas["Message.LogRetrieveResponse"],
         "log_list": schemas["Message.LogListResponse"],
         "status_callback": callback["application/json"]["schema"],
+        "inbound_message": inbound["application/json"]["schema"],
     }
     return {
         "$comment": _comment(SIGNALWIRE),

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("api", "dispatcher", "shared", "tooling")
 TABLE_FILES = {
     "alerts.sql": "alerts_",
+    "api_key_usage.sql": "api_key_usage_",
     "api_keys.sql": "api_keys_",
     "conversations.sql": "conversations_",
     "events.sql": "events_",
@@ -18,6 +19,9 @@ TABLE_FILES = {
     "outbox.sql": "outbox_",
     "provider_pauses.sql": "provider_pauses_",
     "senders.sql": "senders_",
+    "suppressions.sql": "suppressions_",
+    "webhook_deliveries.sql": "webhook_deliveries_",
+    "webhook_endpoints.sql": "webhook_endpoints_",
 }
 
 

@@ -1,0 +1,349 @@
+"""Customers' status webhooks out of the outbox (kind deliver_webhook), signed to the Standard
+Webhooks spec: claim, POST, record. `run_once` is one iteration; dispatcher/webhook_loop.py runs
+them in the dispatcher process.
+
+Webhook work has a share of the dispatcher of its own, so it never delays an SMS: its own claim
+(webhook_deliveries_claim, on its own index), its own concurrency (WEBHOOK_CONCURRENCY), its own
+HTTP client and its own small connection pool, all built by `python -m dispatcher`.
+
+Per claimed delivery: a disabled endpoint's delivery is dropped; otherwise `webhook_http.post`
+checks the address (no private, loopback or link-local one unless WEBHOOK_ALLOW_PRIVATE_URLS),
+signs and sends, and `webhook_decision.decide` turns the answer into a value that one guarded
+statement writes. 410 disables the endpoint at once; an endpoint that has failed for
+WEBHOOK_RETRY_HOURS is disabled and the operator alerted, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+from psycopg import AsyncConnection, errors
+from psycopg.rows import class_row, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from dispatcher.webhook_decision import Delivered, Gone, Outcome, Retry, decide
+from dispatcher.webhook_http import post
+from shared import alerts, metrics
+from shared.config import Settings
+from shared.queries import q
+from shared.webhook_signing import secrets_in_force, webhook_id
+from shared.webhook_targets import Resolver, system_resolver
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_TRANSIENT = (errors.DeadlockDetected, errors.SerializationFailure)
+_TRIES = 3
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed deliver_webhook row with its delivery and its endpoint."""
+
+    id: int  # sms_outbox.id
+    attempt: int
+    claimed_at: datetime
+    delivery_id: UUID
+    event_type: str
+    payload: dict[str, Any]
+    created_at: datetime
+    endpoint_id: int
+    url: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    enabled: bool
+
+
+@dataclass
+class WebhookStats:
+    """What one run_once did."""
+
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    disabled: int = 0
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class WebhookWorker:
+    """Claims and delivers webhook work for one owner (dispatcher/webhook_loop.py runs it)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        settings: Settings,
+        owner: str,
+        *,
+        http: httpx.AsyncClient,
+        resolve: Resolver = system_resolver,
+        rand: Callable[[], float] = random.random,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.owner = owner
+        self.http = http
+        self.resolve = resolve
+        self.rand = rand
+        self.wall = wall  # signing time (Unix seconds): receivers check it against their clock
+        self.window = timedelta(hours=settings.webhook_retry_hours)
+        # A POST ends (timeout) well before its lease does: nobody else takes a row in flight.
+        self.lease_seconds = max(
+            settings.dispatch_lease_seconds, settings.webhook_timeout_seconds * 3
+        )
+        self.held: dict[int, Delivery] = {}
+
+    # -- one iteration -----------------------------------------------------------------------
+
+    async def run_once(self, now: datetime | None = None) -> WebhookStats:
+        """Claim up to WEBHOOK_CONCURRENCY due deliveries and deliver them all; `now` injects the
+        database clock (the signing time stays the wall clock, which receivers check)."""
+        stats = WebhookStats()
+        works = await self.claim(self.settings.webhook_concurrency, now=now)
+        stats.claimed = len(works)
+        await asyncio.gather(*(self.deliver(w, stats, now=now) for w in works))
+        return stats
+
+    async def claim(self, limit: int, *, now: datetime | None = None) -> list[Delivery]:
+        """Lease up to `limit` due deliveries (committed at once); they are held from here."""
+        params = {
+            "now": now,
+            "owner": self.owner,
+            "limit": limit,
+            "lease_seconds": self.lease_seconds,
+        }
+
+        async def body(conn: AsyncConnection[Any]) -> list[Delivery]:
+            async with conn.cursor(row_factory=class_row(Delivery)) as cur:
+                await cur.execute(q("webhook_deliveries_claim"), params)
+                return await cur.fetchall()
+
+        works = await self._tx(body) if limit > 0 else []
+        self.held.update((w.id, w) for w in works)
+        return works
+
+    async def deliver(
+        self, work: Delivery, stats: WebhookStats, *, now: datetime | None = None
+    ) -> None:
+        """POST one claimed delivery and write its outcome. Cancelled (at stop), the delivery
+        stays held, so release_held hands it back; otherwise it is no longer held, whatever
+        happened (a row left leased by a failure is rescued when its lease expires)."""
+        try:
+            await self._deliver(work, stats, now)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.held.pop(work.id, None)
+            raise
+        self.held.pop(work.id, None)
+
+    async def _deliver(self, work: Delivery, stats: WebhookStats, now: datetime | None) -> None:
+        if not work.enabled:
+            await self._settle(work, "dropped", None, "endpoint disabled", None, stats, now)
+            return
+        started = time.monotonic()
+        status, error = await post(
+            self.http,
+            work.url,
+            delivery_id=work.delivery_id,
+            payload=work.payload,
+            keys=secrets_in_force(
+                work.secret, work.previous_secret, work.previous_secret_expires_at, work.claimed_at
+            ),
+            resolve=self.resolve,
+            allow_private=self.settings.webhook_allow_private_urls,
+            within_seconds=self.settings.webhook_timeout_seconds,
+            timestamp=int(self.wall()),
+        )
+        seconds = time.monotonic() - started
+        outcome = decide(
+            status=status,
+            error=error,
+            attempt=work.attempt,
+            created_at=work.created_at,
+            now=now or work.claimed_at + timedelta(seconds=seconds),
+            retry_window=self.window,
+            rand=self.rand(),
+        )
+        metrics.child(metrics.WEBHOOK_DURATION, _name(outcome)).observe(seconds)
+        await self._write(work, outcome, stats, now, round(seconds * 1000, 1))
+
+    async def _write(
+        self,
+        work: Delivery,
+        outcome: Outcome,
+        stats: WebhookStats,
+        now: datetime | None,
+        duration_ms: float,
+    ) -> None:
+        name = _name(outcome)
+        error = None if isinstance(outcome, Delivered) else outcome.error
+        retry_at = outcome.at if isinstance(outcome, Retry) else None
+        extra = {
+            "action": f"webhook_{name}",
+            "endpoint_id": work.endpoint_id,
+            "webhook_id": webhook_id(work.delivery_id),
+            "event_type": work.event_type,
+            "attempt": work.attempt,
+            "http_status": outcome.status,
+            "duration_ms": duration_ms,
+        }
+        if error is not None:
+            extra["error"] = error
+        level = logging.INFO if isinstance(outcome, Delivered) else logging.WARNING
+        log.log(level, "webhook %s", name, extra=extra)
+        await self._settle(work, name, outcome.status, error, retry_at, stats, now)
+
+    async def _settle(
+        self,
+        work: Delivery,
+        outcome: str,
+        status: int | None,
+        error: str | None,
+        retry_at: datetime | None,
+        stats: WebhookStats,
+        now: datetime | None,
+    ) -> None:
+        """Write one outcome; disable the endpoint (410, or failing for the whole window) in the
+        same transaction."""
+        params = {
+            "now": now,
+            "owner": self.owner,
+            "id": work.id,
+            "attempt": work.attempt,
+            "outcome": "failed" if outcome == "gone" else outcome,
+            "status": status,
+            "error": error,
+            "retry_at": retry_at,
+        }
+
+        async def body(conn: AsyncConnection[Any]) -> tuple[str, dict[str, Any] | None] | None:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(q("webhook_deliveries_settle"), params)
+                row = await cur.fetchone()
+            if row is None:
+                return None  # the lease was lost (rescued, or the endpoint disabled meanwhile)
+            since = row["failing_since"]
+            if outcome == "gone":
+                return "gone", await self._disable(conn, work, "answered 410 Gone", row["now"])
+            if outcome in ("retry", "failed") and since is not None:
+                if row["now"] - since >= self.window:
+                    hours = f"{self.window.total_seconds() / 3600:g}"
+                    reason = f"failing for {hours} h without a success (last: {error})"
+                    off = await self._disable(conn, work, reason, row["now"])
+                    if off is not None:
+                        await alerts.raise_webhook_endpoint_disabled(
+                            conn,
+                            endpoint_id=off["id"],
+                            api_key_id=off["api_key_id"],
+                            url=off["url"],
+                            reason=reason,
+                            failing_since=off["failing_since"],
+                            dropped=int(off["dropped"]),
+                            settings=self.settings,
+                            now=row["now"],
+                        )
+                    return "failing", off
+            return "settled", None
+
+        done = await self._tx(body)
+        if done is None:
+            log.info(
+                "webhook outcome not recorded: no longer ours",
+                extra={"action": "webhook_stale", "endpoint_id": work.endpoint_id},
+            )
+            stats.count("stale")
+            return
+        metrics.child(metrics.WEBHOOK_ATTEMPTS, outcome if outcome != "gone" else "failed").inc()
+        stats.count(outcome)
+        why, off = done
+        if off is None:
+            return  # healthy enough, or someone else disabled it first
+        stats.disabled += 1
+        metrics.child(metrics.WEBHOOK_ENDPOINTS_DISABLED, why).inc()
+        if why == "gone":  # the failing case was logged with its alert
+            log.warning(
+                "webhook endpoint disabled: answered 410 Gone",
+                extra={
+                    "action": "webhook_endpoint_disabled",
+                    "endpoint_id": off["id"],
+                    "count": int(off["dropped"]),
+                },
+            )
+
+    async def _disable(
+        self, conn: AsyncConnection[Any], work: Delivery, reason: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """Disable the endpoint of `work` and drop its pending deliveries; None when it was
+        disabled already."""
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                q("webhook_endpoints_disable"),
+                {"now": now, "endpoint_id": work.endpoint_id, "reason": reason},
+            )
+            return await cur.fetchone()
+
+    async def release_held(self, *, now: datetime | None = None) -> int:
+        """Hand back every delivery still held (graceful stop); how many went back."""
+        held = list(self.held.values())
+        if not held:
+            return 0
+        params = {
+            "now": now,
+            "owner": self.owner,
+            "ids": [w.id for w in held],
+            "attempts": [w.attempt for w in held],
+        }
+
+        async def body(conn: AsyncConnection[Any]) -> int:
+            cur = await conn.execute(q("webhook_deliveries_release"), params)
+            return len(await cur.fetchall())
+
+        released = await self._tx(body)
+        self.held.clear()
+        return released
+
+    async def refresh_health(self) -> list[dict[str, Any]]:
+        """Read sms_webhook_health and set the per-endpoint gauges; the rows read."""
+
+        async def body(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(q("webhook_endpoints_health"))
+                return await cur.fetchall()
+
+        rows = await self._tx(body)
+        metrics.set_webhook_health(rows)
+        return rows
+
+    async def _tx(self, body: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run `body` in one transaction, again if it lost a deadlock or serialization race
+        (a settle and a disable of the same endpoint lock rows in opposite orders)."""
+        for attempt in range(1, _TRIES + 1):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    return await body(conn)
+            except _TRANSIENT:
+                if attempt == _TRIES:
+                    raise
+                log.warning("transaction retried", extra={"action": "tx_retry", "attempt": attempt})
+        raise AssertionError("unreachable")
+
+
+def _name(outcome: Outcome) -> str:
+    if isinstance(outcome, Delivered):
+        return "delivered"
+    if isinstance(outcome, Retry):
+        return "retry"
+    if isinstance(outcome, Gone):
+        return "gone"
+    return "failed"

@@ -1,0 +1,187 @@
+-- sms_webhook_deliveries: status webhooks to customer endpoints, and their outbox rows
+-- (sms_outbox kind deliver_webhook). The triggers of migration 0008 create both; these are the
+-- webhook loop's (dispatcher/webhooks.py). They touch only deliver_webhook rows, through their own
+-- index (sms_outbox_webhook_due_idx), so they never meet the SMS claim's rows; the same
+-- conventions hold as in outbox.sql: the `clock` CTE (tests inject the time), every change to a
+-- leased row guarded by (lease_owner, attempts, state = 'leased').
+
+-- name: webhook_deliveries_claim
+-- Up to %(limit)s due deliveries (fresh, retry-due, or with an expired lease) for %(owner)s, with
+-- their body and their endpoint's URL and secrets, so a POST needs no further read. FOR UPDATE
+-- SKIP LOCKED: two dispatchers never take the same row. The attempt number always rises: a
+-- delivery is at least once (receivers dedupe on webhook-id), so a rescued row whose POST may have
+-- gone out needs no look-up first, unlike an SMS. The caller commits at once.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+due AS (
+    SELECT o.id
+    FROM sms_outbox o
+    WHERE o.kind = 'deliver_webhook' AND o.next_attempt_at <= (SELECT now FROM clock)
+    ORDER BY o.next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE OF o SKIP LOCKED
+),
+claimed AS (
+    UPDATE sms_outbox o
+    SET state = 'leased',
+        lease_owner = %(owner)s,
+        lease_expires_at = clock.now + make_interval(secs => %(lease_seconds)s::float8),
+        next_attempt_at = clock.now + make_interval(secs => %(lease_seconds)s::float8),
+        attempts = o.attempts + 1,
+        updated_at = clock.now
+    FROM due, clock
+    WHERE o.id = due.id
+    RETURNING o.id, o.attempts, o.webhook_delivery_id, clock.now AS claimed_at
+)
+SELECT c.id, c.attempts AS attempt, c.claimed_at, d.id AS delivery_id, d.event_type, d.payload,
+       d.created_at, w.id AS endpoint_id, w.url, w.secret, w.previous_secret,
+       w.previous_secret_expires_at, w.enabled
+FROM claimed c
+JOIN sms_webhook_deliveries d ON d.id = c.webhook_delivery_id
+JOIN sms_webhook_endpoints w ON w.id = d.endpoint_id
+ORDER BY c.id;
+
+-- name: webhook_deliveries_settle
+-- One attempt's outcome, in one statement, if the row is still ours:
+-- * delivered (2xx): the outbox row goes, the delivery is delivered, the endpoint is healthy again;
+-- * retry: the outbox row is due again at %(retry_at)s, the delivery stays pending;
+-- * failed (410 Gone, or retried for WEBHOOK_RETRY_HOURS): the outbox row goes, the delivery
+--   failed;
+-- * dropped (its endpoint was disabled): as failed, and the endpoint's health is left alone.
+-- A failure moves the endpoint's last_failure_at, last_error and (when it was healthy)
+-- failing_since, which comes back so the caller can tell an endpoint failing for too long. The
+-- endpoint row is written at most once a second while its state stays the same (healthy, or
+-- failing): a busy endpoint, or a dead one with a deep backlog, is not one hot row that every
+-- settle of its deliveries rewrites and waits for.
+-- A delivery no longer pending (dropped by webhook_endpoints_disable meanwhile) keeps its state.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+finished AS (
+    DELETE FROM sms_outbox o
+    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
+      AND o.state = 'leased' AND %(outcome)s::text <> 'retry'
+    RETURNING o.webhook_delivery_id AS id
+),
+again AS (
+    UPDATE sms_outbox o
+    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
+        next_attempt_at = %(retry_at)s::timestamptz, last_error = %(error)s,
+        updated_at = clock.now
+    FROM clock
+    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
+      AND o.state = 'leased' AND %(outcome)s::text = 'retry'
+    RETURNING o.webhook_delivery_id AS id
+),
+ours AS (
+    SELECT id FROM finished
+    UNION ALL
+    SELECT id FROM again
+),
+delivery AS (
+    UPDATE sms_webhook_deliveries d
+    SET state = CASE %(outcome)s::text WHEN 'delivered' THEN 'delivered'
+                                       WHEN 'retry' THEN 'pending'
+                                       ELSE 'failed' END,
+        attempts = greatest(d.attempts, %(attempt)s),
+        last_status = %(status)s,
+        last_error = %(error)s,
+        delivered_at = CASE WHEN %(outcome)s::text = 'delivered' THEN clock.now END
+    FROM ours, clock
+    WHERE d.id = ours.id AND d.state = 'pending'
+    RETURNING d.id, d.endpoint_id
+),
+health AS (
+    UPDATE sms_webhook_endpoints w
+    SET last_success_at = CASE WHEN %(outcome)s::text = 'delivered' THEN clock.now
+                               ELSE w.last_success_at END,
+        failing_since = CASE WHEN %(outcome)s::text = 'delivered' THEN NULL
+                             ELSE coalesce(w.failing_since, clock.now) END,
+        last_failure_at = CASE WHEN %(outcome)s::text = 'delivered' THEN w.last_failure_at
+                               ELSE clock.now END,
+        last_error = CASE WHEN %(outcome)s::text = 'delivered' THEN w.last_error
+                          ELSE %(error)s END
+    FROM delivery, clock
+    WHERE w.id = delivery.endpoint_id AND %(outcome)s::text <> 'dropped'
+      AND CASE WHEN %(outcome)s::text = 'delivered'
+               THEN w.failing_since IS NOT NULL OR w.last_success_at IS NULL
+                    OR w.last_success_at < clock.now - interval '1 second'
+               ELSE w.failing_since IS NULL OR w.last_failure_at IS NULL
+                    OR w.last_failure_at < clock.now - interval '1 second' END
+    RETURNING w.id, w.failing_since
+)
+SELECT o.id AS delivery_id, d.endpoint_id, h.failing_since, (SELECT now FROM clock) AS now
+FROM ours o
+LEFT JOIN delivery d ON d.id = o.id
+LEFT JOIN health h ON h.id = d.endpoint_id;
+
+-- name: webhook_deliveries_release
+-- Graceful stop: claimed deliveries not settled go back, due at once, their attempt returned.
+-- One whose POST was cut off may have reached the receiver: it is sent again (at least once;
+-- the receiver dedupes on webhook-id).
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+)
+UPDATE sms_outbox o
+SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
+    attempts = greatest(o.attempts - 1, 0), next_attempt_at = clock.now, updated_at = clock.now
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt), clock
+WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+  AND o.state = 'leased' AND o.kind = 'deliver_webhook'
+RETURNING o.id;
+
+-- name: webhook_deliveries_queue_test
+-- A `webhook.test` delivery to one endpoint of %(owner)s (any key's when NULL), with its outbox
+-- row: the same path as every real event (claim, sign, POST, retry), whatever events the
+-- endpoint chose. Only to an enabled endpoint (the loop drops a disabled one's deliveries); the
+-- row that comes back says which of "no such endpoint", "disabled" and "queued" it was.
+WITH endpoint AS (
+    SELECT w.id, w.enabled
+    FROM sms_webhook_endpoints w
+    WHERE w.id = %(endpoint_id)s AND (%(owner)s::bigint IS NULL OR w.api_key_id = %(owner)s)
+),
+made AS (
+    INSERT INTO sms_webhook_deliveries (endpoint_id, event_type, payload, occurred_at)
+    SELECT e.id, 'webhook.test',
+           jsonb_build_object(
+               'type', 'webhook.test',
+               'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'data', jsonb_build_object('endpoint_id', e.id)),
+           now()
+    FROM endpoint e
+    WHERE e.enabled
+    RETURNING id
+),
+queued AS (
+    INSERT INTO sms_outbox (kind, webhook_delivery_id)
+    SELECT 'deliver_webhook', made.id FROM made
+)
+SELECT e.id AS endpoint_id, e.enabled, made.id AS delivery_id
+FROM endpoint e
+LEFT JOIN made ON true;
+
+-- name: webhook_deliveries_replay
+-- Send again the deliveries of an enabled endpoint made since %(since)s that are no longer
+-- pending: the failed ones (given up while the endpoint was down, or dropped when it was
+-- disabled) and, with %(delivered)s, the delivered ones too (a receiver that lost what it got).
+-- Each stays the same row, so it keeps its webhook-id and body: a receiver that did get it
+-- drops it as a duplicate. It is pending again with new outbox work, due now. Pending
+-- deliveries have their outbox row already (webhook_delivery_id is UNIQUE) and are left as
+-- they are. Reads sms_webhook_deliveries_endpoint_idx (endpoint_id, created_at).
+WITH endpoint AS (
+    SELECT w.id
+    FROM sms_webhook_endpoints w
+    WHERE w.id = %(endpoint_id)s AND w.enabled
+),
+again AS (
+    UPDATE sms_webhook_deliveries d
+    SET state = 'pending', delivered_at = NULL
+    FROM endpoint
+    WHERE d.endpoint_id = endpoint.id AND d.created_at >= %(since)s
+      AND (d.state = 'failed' OR (%(delivered)s AND d.state = 'delivered'))
+    RETURNING d.id
+)
+INSERT INTO sms_outbox (kind, webhook_delivery_id)
+SELECT 'deliver_webhook', again.id FROM again
+RETURNING webhook_delivery_id;

@@ -1,0 +1,127 @@
+"""The bench's verdicts and table (bench/report.py) for the pace, priority, claim-cost and limits
+figures, from hand-made results; and the enqueue transaction pgbench runs (bench/enqueue.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from bench import enqueue, report
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "met"),
+    [
+        ("pace_rate_ratio", 0.95, True),
+        ("pace_rate_ratio", 0.94, False),
+        ("pace_window_excess", 0, True),
+        ("pace_window_excess", 1, False),
+        ("pace_refused_429", 0, True),
+        ("pace_refused_429", 2, False),
+        ("priority_high_max_ms", 999.0, True),
+        ("priority_high_max_ms", 1001.0, False),
+        ("claim_pace_ratio", 1.5, True),
+        ("claim_pace_ratio", 1.51, False),
+    ],
+)
+def test_issue_12_targets(name: str, value: float, met: bool) -> None:
+    """Each pace goal is judged with its bound; a figure not measured is None, not a miss."""
+    targets = report.check_targets({name: value})
+    assert targets[name]["met"] is met
+    assert report.check_targets({})[name]["met"] is None
+
+
+def result() -> dict[str, Any]:
+    config = {
+        "senders": 10,
+        "mps": 5.0,
+        "burst": 5,
+        "dispatchers": 3,
+        "rate_ratio": 0.99,
+        "rate_ratio_min": 0.97,
+        "max_window_segments": 10,
+        "started_max_window_segments": 9,
+        "bound_segments": 10.0,
+        "refused_429": 0,
+    }
+    flat = {"pace_rate_ratio": 0.99, "claim_pace_ratio": 2.0, "priority_high_max_ms": 120.0}
+    return {
+        "machine": {
+            "cpus": 2,
+            "cpu_model": "x",
+            "memory_gb": 1,
+            "postgresql": "18",
+            "python": "3",
+            "commit": "abc",
+        },
+        "config": {
+            "runs": 1,
+            "messages": 1,
+            "sim_messages": 1,
+            "concurrency": 64,
+            "batch_size": 100,
+            "log_level": "INFO",
+        },
+        "targets": report.check_targets(flat),
+        "pace": {"window_seconds": 60.0, "configs": {"10x5": config}},
+        "priority": {
+            "mps": 10.0,
+            "low_due_when_sent": [9900, 9880],
+            "p50_ms": 80.0,
+            "max_ms": 120.0,
+            "samples": 2,
+        },
+        "claim": {
+            "claim_limit": 100,
+            "senders": 1000,
+            "due_rows": 100000,
+            "claims_each": 200,
+            "paced_ms": {"p50_ms": 10.0, "p99_ms": 20.0},
+            "unpaced_ms": {"p50_ms": 5.0, "p99_ms": 9.0},
+        },
+        "memory": {},
+    }
+
+
+def test_table_shows_pace_priority_and_claim_rows() -> None:
+    """The pace configuration, the high message's latency and both claims appear with verdicts."""
+    text = report.table(result())
+    assert "pace 10 x 5 seg/s, burst 5, 3 dispatchers" in text
+    assert "(bound mps+burst 10)" in text
+    assert "pace_rate_ratio 0.99 (target >= 0.95: met)" in text
+    assert "behind 9,880+ low" in text
+    assert "priority_high_max_ms 120 (target <= 1000: met)" in text
+    assert "claim_pace_ratio 2 (target <= 1.5: MISSED)" in text
+    assert "no pacing: pre-pacing claim, same rows" in text
+
+
+def test_limits_rows_show_both_keys_and_the_ratio() -> None:
+    """Issue 13's figure: the limited key's rate beside the unlimited one's, judged >= 0.9."""
+    figures = {"median": 450.0, "min": 440.0, "max": 460.0}
+    latency = {"p50_ms": {"median": 30.0, "min": 29.0, "max": 31.0}}
+    limits = {
+        "concurrency": 16,
+        "limited": {**figures, **latency},
+        "unlimited": {**figures, "median": 500.0, **latency},
+        "limits_ratio": 0.9,
+        "pair_ratios": {"median": 0.91, "min": 0.85, "max": 0.97},
+    }
+    res = {**result(), "limits": limits, "targets": report.check_targets({"limits_ratio": 0.9})}
+    text = report.table(res)
+    assert re.search(
+        r"limits: POST /sms/send, c16, key with all three limits +450/s \[440-460\]", text
+    )
+    assert re.search(r"same load, key without limits, taking turns +500/s", text)
+    assert "limits_ratio 0.9 (target >= 0.9: met)" in text
+    assert "each run's turns divided: 0.910 [0.850-0.970]" in text
+    assert report.check_targets({"limits_ratio": 0.89})["limits_ratio"]["met"] is False
+
+
+def test_pgbench_script_binds_every_enqueue_parameter() -> None:
+    """Every %(name)s of messages_enqueue is written in (priority, send_at and expires_at too)."""
+    script = enqueue.pgbench_script(1)
+    assert "%(" not in script
+    assert "ARRAY['normal']::text[]" in script
+    assert re.search(r"ARRAY\[NULL\]::timestamptz\[\]", script)
