@@ -79,29 +79,8 @@ walk (phone_number, pace_tat, due, total, steps) AS (
     -- can take, and a claim takes many rows from few senders when their pace allows. Each step
     -- locks the sender it takes (FOR NO KEY UPDATE SKIP LOCKED): a sender another claimer holds
     -- is passed for the next one, so no two claimers spend one allowance, and enqueues (which
-    -- never lock a sender) are never blocked.
-    SELECT f.phone_number, f.pace_tat, f.due, f.due, 1
-    FROM (SELECT NULL::text AS phone_number, '-infinity'::timestamptz AS pace_tat) start,
-         LATERAL (
-             SELECT s.phone_number, s.pace_tat, d.due
-             FROM sms_senders s, clock c,
-                  LATERAL (
-                      SELECT count(*) AS due
-                      FROM (SELECT 1 FROM sms_outbox o, paused z
-                            WHERE o.sender = s.phone_number
-                              AND o.priority = ANY ('{0,1,2}'::smallint[])
-                              AND o.next_attempt_at <= c.now
-                              AND o.provider <> ALL (z.providers)
-                            LIMIT least(greatest(floor(s.burst - extract(epoch FROM
-                                  greatest(s.pace_tat, c.now) - c.now) * s.mps), 1), %(limit)s)
-                           ) t
-                  ) d
-             WHERE s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
-               AND d.due > 0
-             ORDER BY s.pace_tat, s.phone_number
-             LIMIT 1
-             FOR NO KEY UPDATE OF s SKIP LOCKED
-         ) f
+    -- never lock a sender) are never blocked. The walk starts from a row before every sender.
+    SELECT ''::text, '-infinity'::timestamptz, 0::bigint, 0::numeric, 0
     UNION ALL
     SELECT n.phone_number, n.pace_tat, n.due, w.total + n.due, w.steps + 1
     FROM walk w,
@@ -136,7 +115,7 @@ ready AS MATERIALIZED (
            floor(s.burst - extract(epoch FROM greatest(s.pace_tat, c.now) - c.now) * s.mps)::int
                AS allowance
     FROM sms_senders s, clock c
-    WHERE s.phone_number IN (SELECT phone_number FROM walk)
+    WHERE s.phone_number IN (SELECT phone_number FROM walk WHERE steps > 0)
       AND s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
     FOR NO KEY UPDATE OF s SKIP LOCKED
 ),
