@@ -410,12 +410,15 @@ def test_three_dispatcher_processes_share_one_senders_pace(
     callback_listener: CallbackListener,
     tmp_path: Path,
 ) -> None:
-    """Three `python -m dispatcher` processes drain a 5-mps, burst-5 sender for about 20 s: the
-    simulator, enforcing the same pace, sees no more than mps + burst segments in any 1-s window
-    and refuses nothing. The claims keep the bound exactly; on the wire a send may arrive a few
-    ms early or late relative to the one before it, so the simulator's limit (like a provider's,
-    in production) has one segment of slack: a pacing bug costs far more than one."""
-    sim.configure(enforce_mps={SIM_TWILIO_NUMBER: {"mps": 5, "burst": 6}})
+    """Three `python -m dispatcher` processes drain a 5-mps, burst-5 sender for about 20 s.
+
+    Where the pace is kept, at the claim, the bound is exact: the dispatchers' attempts (database
+    clock) never hold more than mps + burst segments in any 1-s window, and 100 sends take at
+    least the 19 s the pace allows. At the simulator, sends may bunch by how long each request
+    took to leave (a cold SDK client under a loaded machine: up to a few hundred ms), so its
+    limit here is twice the pace: without pacing, three dispatchers would send hundreds a
+    second, and it would refuse them."""
+    sim.configure(enforce_mps={SIM_TWILIO_NUMBER: {"mps": 10, "burst": 10}})
     set_rate(db, SIM_TWILIO_NUMBER, 5, 5)
     enqueue_bulk(db, 200, from_number=SIM_TWILIO_NUMBER)
     env = env_for(
@@ -439,7 +442,17 @@ def test_three_dispatcher_processes_share_one_senders_pace(
         stop_all(procs)
     report = sim.sends(SIM_TWILIO_NUMBER)
     assert report["refused"] == 0
-    assert report["max_window_segments"] <= 5 + 5 + 1
     took = report["sends"][99]["at"] - report["sends"][0]["at"]
     # 100 sends, the first 5 a burst: 95 more at 5 per second take 19 s at the least.
     assert took >= 18.5
+    busiest = db.execute(
+        """
+        SELECT max(n) FROM (
+            SELECT count(*) OVER (ORDER BY occurred_at
+                                  RANGE BETWEEN interval '999 milliseconds' PRECEDING
+                                            AND CURRENT ROW) AS n
+            FROM sms_message_events WHERE event_type = 'attempt_started'
+        ) w
+        """
+    ).fetchone()
+    assert busiest is not None and busiest[0] <= 5 + 5
