@@ -34,13 +34,25 @@ from bench import (
     priority,
     report,
     seed,
+    webhooks,
 )
 from bench.stack import Stack
 from bench.stats import latency_ms, ratio, spread
 from shared.logs import setup_logging
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-GROUPS = ("dispatch", "enqueue", "limits", "batch", "e2e", "pace", "priority", "claim", "growth")
+GROUPS = (
+    "dispatch",
+    "enqueue",
+    "limits",
+    "batch",
+    "e2e",
+    "pace",
+    "priority",
+    "claim",
+    "webhooks",
+    "growth",
+)
 DEFAULT_GROUPS = GROUPS[:-1]  # growth only when asked for
 
 
@@ -271,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.build_env(
                 DISPATCH_CONCURRENCY=str(args.concurrency),
                 DISPATCH_BATCH_SIZE=str(args.batch_size),
+                WEBHOOK_ALLOW_PRIVATE_URLS="true",  # the webhooks group's loopback receiver
             )
             log_to_file(workdir / "bench-inprocess.log", args.log_level)
             result["machine"] = report.machine(stack.server_version())
@@ -329,6 +342,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f" senders, {args.claim_rows:,} due rows"
                 )
                 result["claim"] = claim.run(stack, args, problems)
+            if "webhooks" in args.only:
+                say(
+                    f"webhooks: delivery rate to a local receiver (1 and 3 endpoints) vs"
+                    f" dispatch; e2e latency with a dead endpoint holding {webhooks.DEAD_BACKLOG:,}"
+                    " deliveries"
+                )
+                result["webhooks"] = webhooks.run(
+                    stack, args, problems, result.get("e2e", {}).get("rate")
+                )
             if "growth" in args.only:
                 say("growth: claim latency and drain rate with history already in the database")
                 result["growth"] = growth.run(stack, args, problems)
@@ -370,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d, e, x = result.get("dispatch", {}), result.get("enqueue", {}), result.get("e2e", {})
     b, g = result.get("batch", {}), result.get("growth", {})
     pc, pr, c = result.get("pace", {}), result.get("priority", {}), result.get("claim", {})
-    lim = result.get("limits", {})
+    lim, wh = result.get("limits", {}), result.get("webhooks", {})
     flat = {
         "enqueue_ratio": e.get("enqueue_ratio"),
         "enqueue_vs_pgqueuer": e.get("enqueue_vs_pgqueuer"),
@@ -388,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "priority_high_max_ms": pr.get("max_ms"),
         "claim_pace_ratio": c.get("claim_pace_ratio"),
         "limits_ratio": lim.get("limits_ratio"),
+        "webhook_vs_dispatch_ratio": wh.get("webhook_vs_dispatch_ratio"),
+        "dead_endpoint_latency_ratio": wh.get("dead_endpoint_latency_ratio"),
     }
     result["ratios"] = {k: v for k, v in flat.items() if "ms" not in k and k not in report.COUNTS}
     result["targets"] = report.check_targets(flat)

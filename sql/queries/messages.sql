@@ -98,25 +98,30 @@ blocked AS (
 limited AS (
     -- recipient_hourly_limit: the recipients this request would take past the limit, each with
     -- the ordinal of its first row: this key's outbound messages to them created in the trailing
-    -- hour (transaction clock, as created_at), plus the request's own. sms_messages_to_idx
-    -- (to_number, created_at) finds a recipient's hour; the key and direction filter those few
-    -- rows. One such recipient stops the whole statement, as `blocked` does, and the answer is
-    -- then these ordinals (api/limits.py asks messages_recipient_hour for Retry-After). The
-    -- caller holds the (key, recipient) locks (messages_lock_recipients, an earlier statement of
-    -- this transaction), so this statement's snapshot, taken after them, sees every message of
-    -- whoever held them before. A NULL limit filters out the one `args` row: nothing is counted.
+    -- hour (transaction clock, as created_at), plus the request's own. One such recipient stops
+    -- the whole statement, as `blocked` does, and the answer is then these ordinals (api/limits.py
+    -- asks messages_recipient_hour for Retry-After). The caller holds the (key, recipient) locks
+    -- (messages_lock_recipients, an earlier statement of this transaction), so this statement's
+    -- snapshot, taken after them, sees every message of whoever held them before. A NULL limit
+    -- filters out the one `args` row: nothing is counted.
     SELECT a.to_number, a.ord
     FROM args
     CROSS JOIN (SELECT to_number, count(*) AS n, min(ord) AS ord
                 FROM input
                 GROUP BY to_number) a
     CROSS JOIN LATERAL (
+        -- sms_messages_to_idx (to_number, created_at) walks one recipient's hour, and the key
+        -- and direction filter those few rows. OFFSET 0 keeps them out of the scan: offered
+        -- api_key_id, the planner took sms_messages_key_created_idx whenever the statistics made
+        -- one key look rare (as when most messages have none), and walked every message of the
+        -- key's hour on each request (measured: +1 ms of database CPU a request at 500/s).
         SELECT count(*) AS recent
-        FROM sms_messages m
-        WHERE m.to_number = a.to_number
-          AND m.created_at > now() - interval '1 hour'
-          AND m.api_key_id = args.api_key_id
-          AND m.direction = 'outbound'
+        FROM (SELECT m.api_key_id, m.direction
+              FROM sms_messages m
+              WHERE m.to_number = a.to_number
+                AND m.created_at > now() - interval '1 hour'
+              OFFSET 0) m
+        WHERE m.api_key_id = args.api_key_id AND m.direction = 'outbound'
     ) r
     WHERE args.recipient_limit IS NOT NULL AND r.recent + a.n > args.recipient_limit
 ),

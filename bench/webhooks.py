@@ -1,0 +1,356 @@
+"""Webhooks (issue 14): how fast status webhooks reach a local receiver beside the SMS dispatch
+rate, and what a dead endpoint with a deep backlog does to end-to-end SMS latency.
+
+* Rate: 1, then 3 endpoints for the bench's key, pointing at a receiver in this process (an
+  asyncio HTTP server in a thread that answers 204 and records when each POST arrived). N messages
+  of that key are seeded at one commit (database clock) and drained by the dispatcher through the
+  simulator; the dispatch rate is N over commit -> last `submitted_at`, the webhook rate is the
+  deliveries received over commit -> last delivery received (same machine clock).
+* Dead endpoint: one endpoint on a loopback port nothing listens on (connection refused), holding
+  10,000 pending deliveries due now (inserted as the trigger of 0008 inserts them), then the
+  end-to-end measurement of bench.e2e (202 -> simulator at a fixed arrival rate); against the same
+  with no endpoint at all. The messages sent meanwhile fan out to the dead endpoint too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import sys
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench import enqueue, seed
+from bench.dispatch import check_simulator
+from bench.enqueue import api_headers, send_body
+from bench.loadgen import open_loop
+from bench.stack import SENDER, Stack, free_port
+from bench.stats import latency_ms, ratio, spread
+
+DEAD_BACKLOG = 10_000
+# Messages per rate run: about 10 s of webhooks at 3 endpoints on 2 vCPUs, so the group takes
+# ~2-3 minutes with 3 runs.
+RATE_MESSAGES = 1_000
+POLL = 0.05
+SECRET = "whsec_" + base64.b64encode(b"sms-outbox bench webhook secret!").decode()
+
+DEAD_BACKLOG_SQL = """
+WITH made AS (
+    INSERT INTO sms_webhook_deliveries (endpoint_id, event_type, payload, occurred_at)
+    SELECT %(endpoint)s, 'message.queued',
+           jsonb_build_object(
+               'type', 'message.queued',
+               'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'data', jsonb_build_object('id', gen_random_uuid(), 'status', 'queued',
+                                          'previous_status', 'sending', 'direction', 'outbound')),
+           now()
+    FROM generate_series(1, %(n)s)
+    RETURNING id
+)
+INSERT INTO sms_outbox (kind, webhook_delivery_id)
+SELECT 'deliver_webhook', made.id FROM made
+"""
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Receiver:
+    """A minimal HTTP/1.1 keep-alive server on loopback: 204 to every request, arrival times."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrivals: list[float] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webhook-receiver", daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/hook/{name}"
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("webhook receiver did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def reset(self) -> None:
+        self.arrivals = []
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", self.port, backlog=1024)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                if length:
+                    await reader.readexactly(length)
+                self.arrivals.append(time.time())
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        writer.close()
+
+
+def _key_id(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT id FROM sms_api_keys WHERE name = 'bench' ORDER BY id LIMIT 1")
+    found = row.fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def _drop_endpoints(conn: psycopg.Connection[Any]) -> None:
+    """Every endpoint and its deliveries; the webhook loop may be settling some of them at the
+    same time (a deadlock, which PostgreSQL breaks by failing one side), so retried."""
+    for attempt in range(10):
+        try:
+            conn.execute("DELETE FROM sms_webhook_endpoints")
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
+
+
+def _set_endpoints(conn: psycopg.Connection[Any], urls: list[str]) -> list[int]:
+    """Exactly these endpoints (all events, enabled) for the bench's key; their ids."""
+    key = _key_id(conn)
+    _drop_endpoints(conn)
+    ids = []
+    for url in urls:
+        row = conn.execute(
+            "INSERT INTO sms_webhook_endpoints (api_key_id, url, secret) VALUES (%s, %s, %s)"
+            " RETURNING id",
+            (key, url, SECRET),
+        ).fetchone()
+        assert row is not None
+        ids.append(int(row[0]))
+    return ids
+
+
+def _count(conn: psycopg.Connection[Any], sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait(conn: psycopg.Connection[Any], sql: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _count(conn, sql) == 0:
+            return True
+        time.sleep(POLL)
+    return False
+
+
+SENDS_LEFT = "SELECT count(*) FROM sms_outbox WHERE kind = 'send_sms'"
+HOOKS_LEFT = "SELECT count(*) FROM sms_outbox WHERE kind = 'deliver_webhook'"
+
+
+def measure_rate(
+    stack: Stack, receiver: Receiver, endpoints: int, n: int, tag: str, timeout: float
+) -> tuple[dict[str, Any], list[str]]:
+    """Seed n messages of the bench's key with `endpoints` endpoints; both rates."""
+    label = f"webhooks {endpoints} endpoint(s)"
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        sim.post("/_sim/reset").raise_for_status()
+        sim.post("/_sim/config", json={"latency": 0.0}).raise_for_status()
+    receiver.reset()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        seed.clear_messages(conn)
+        _set_endpoints(conn, [receiver.url(f"{tag}-{j}") for j in range(endpoints)])
+        key = _key_id(conn)
+        with conn.transaction():  # one commit: the key is set before the dispatcher sees them
+            seed.seed_messages(conn, n, tag, sender=SENDER, burst=stack.sender_burst)
+            conn.execute("UPDATE sms_messages SET api_key_id = %s", (key,))
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+        assert row is not None
+        start: datetime = row[0]
+        conn.execute(seed.WAKEUP)
+        sent = _wait(conn, SENDS_LEFT, timeout)
+        delivered = _wait(conn, HOOKS_LEFT, timeout)
+        state = seed.drain_state(conn)
+        hooks = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'delivered')"
+            " FROM sms_webhook_deliveries"
+        ).fetchone()
+    assert hooks is not None
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        report = sim.get("/_sim/messages").json()
+    problems = [] if sent else [f"{label}: sends not drained within {timeout:.0f} s"]
+    if not delivered:
+        problems.append(f"{label}: webhooks not delivered within {timeout:.0f} s")
+    problems += check_simulator(report, {seed.body(tag, i) for i in range(n)}, label)
+    total, ok = int(hooks[0]), int(hooks[1])
+    time.sleep(0.2)  # the last 204s are written before their rows are settled; let them land
+    got = len(receiver.arrivals)
+    if total != n * endpoints or ok != total or got != total:
+        problems.append(
+            f"{label}: {total} deliveries for {n} messages x {endpoints}, {ok} delivered,"
+            f" {got} received"
+        )
+    t0 = start.timestamp()
+    dispatch_s = state["last_submitted"].timestamp() - t0
+    webhook_s = max(receiver.arrivals) - t0 if receiver.arrivals else float("nan")
+    out = {
+        "messages": n,
+        "endpoints": endpoints,
+        "deliveries": got,
+        "dispatch_rate": round(n / dispatch_s, 1),
+        "webhook_rate": round(got / webhook_s, 1),
+        "dispatch_seconds": round(dispatch_s, 3),
+        "webhook_seconds": round(webhook_s, 3),
+    }
+    out["ratio"] = ratio(out["webhook_rate"], out["dispatch_rate"])
+    return out, problems
+
+
+def measure_latency(
+    stack: Stack, *, rate: float, seconds: float, tag: str, dead: bool, timeout: float
+) -> tuple[dict[str, float], float, list[str]]:
+    """bench.e2e's measurement, with (dead) or without the dead endpoint and its backlog."""
+    label = f"webhooks e2e {'dead endpoint' if dead else 'no webhooks'}"
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        sim.post("/_sim/reset").raise_for_status()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        seed.clear_messages(conn)
+        if dead:
+            (endpoint,) = _set_endpoints(conn, [f"http://127.0.0.1:{free_port()}/dead"])
+            conn.execute(DEAD_BACKLOG_SQL, {"endpoint": endpoint, "n": DEAD_BACKLOG})
+            conn.execute("VACUUM ANALYZE sms_outbox, sms_webhook_deliveries")
+        else:
+            _set_endpoints(conn, [])
+    outcome = asyncio.run(
+        open_loop(
+            stack.api_url,
+            "/sms/send",
+            api_headers(stack.api_key),
+            lambda i: send_body(tag, i),
+            rate=rate,
+            seconds=seconds,
+        )
+    )
+    problems = []
+    other = {s: c for s, c in outcome.statuses.items() if s != 202}
+    if other or outcome.errors:
+        problems.append(f"{label}: non-202 replies {other}, errors {outcome.errors[:5]}")
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        if not _wait(conn, SENDS_LEFT, timeout):
+            problems.append(f"{label}: sends not drained within {timeout:.0f} s")
+        pending = _count(
+            conn, "SELECT count(*) FROM sms_webhook_deliveries WHERE state = 'pending'"
+        )
+        if dead:  # dropping the backlog while the webhook loop churns it can deadlock
+            stack.stop("dispatcher")
+            _drop_endpoints(conn)  # its backlog goes with it
+            stack.start_dispatcher()
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        report: dict[str, Any] = sim.get("/_sim/messages").json()
+    bodies = {seed.body(tag, r.index): r.wall for r in outcome.ok}
+    problems += check_simulator(report, set(bodies), label)
+    latencies = [
+        datetime.fromisoformat(m["created_at"]).timestamp() - bodies[m["body"]]
+        for m in report["messages"]
+        if m["body"] in bodies
+    ]
+    summary = latency_ms(latencies)
+    summary["webhooks_pending_after"] = pending
+    got = len(outcome.replies) / outcome.seconds if outcome.seconds else 0.0
+    return summary, got, problems
+
+
+def run(
+    stack: Stack, args: argparse.Namespace, problems: list[str], e2e_rate: float | None = None
+) -> dict[str, Any]:
+    """Rates with 1 and 3 endpoints, then e2e latency with no webhooks vs a dead endpoint."""
+    n = min(args.sim_messages, RATE_MESSAGES)
+    out: dict[str, Any] = {"dead_backlog": DEAD_BACKLOG}
+    stack.start_dispatcher()
+    with Receiver() as receiver:
+        for endpoints in (1, 3):
+            rates = []
+            for r in range(args.runs):
+                got, found = measure_rate(
+                    stack, receiver, endpoints, n, f"wh{endpoints}r{r}", args.timeout
+                )
+                problems += found
+                rates.append(got)
+                say(
+                    f"  run {r + 1}: {endpoints} endpoint(s):"
+                    f" dispatch {got['dispatch_rate']:,.0f}/s,"
+                    f" webhooks {got['webhook_rate']:,.0f}/s, ratio {got['ratio']}"
+                )
+            out[f"endpoints_{endpoints}"] = {
+                "dispatch_rate": spread([g["dispatch_rate"] for g in rates]),
+                "webhook_rate": spread([g["webhook_rate"] for g in rates]),
+                "ratio": spread([g["ratio"] or 0.0 for g in rates], 3),
+                "deliveries_per_run": rates[0]["deliveries"],
+            }
+    stack.start_api()
+    if e2e_rate is None:
+        load = asyncio.run(enqueue.api_load(stack, concurrency=16, seconds=3, tag="whprobe"))
+        e2e_rate = max(load.rate / 2, 1.0)
+    out["e2e_rate"] = round(e2e_rate, 1)
+    lat: dict[str, dict[str, list[float]]] = {
+        k: {"p50_ms": [], "p99_ms": [], "achieved": []} for k in ("none", "dead")
+    }
+    pending_after: list[int] = []
+    for r in range(args.runs):
+        for kind in ("none", "dead"):
+            summary, got, found = measure_latency(
+                stack,
+                rate=e2e_rate,
+                seconds=args.e2e_seconds,
+                tag=f"wh{kind}{r}",
+                dead=kind == "dead",
+                timeout=args.timeout,
+            )
+            problems += found
+            lat[kind]["p50_ms"].append(summary["p50_ms"])
+            lat[kind]["p99_ms"].append(summary["p99_ms"])
+            lat[kind]["achieved"].append(got)
+            if kind == "dead":
+                pending_after.append(int(summary["webhooks_pending_after"]))
+            say(
+                f"  run {r + 1}: e2e {kind}: {got:,.0f}/s p50 {summary['p50_ms']} ms"
+                f" p99 {summary['p99_ms']} ms"
+            )
+    stack.stop("api")
+    stack.stop("dispatcher")
+    for kind, name in (("none", "no_webhooks"), ("dead", "dead_endpoint")):
+        out[name] = {
+            "p50_ms": spread(lat[kind]["p50_ms"], 2),
+            "p99_ms": spread(lat[kind]["p99_ms"], 2),
+            "achieved_rate": spread(lat[kind]["achieved"]),
+        }
+    out["dead_endpoint"]["webhooks_pending_after"] = pending_after
+    out["webhook_vs_dispatch_ratio"] = out["endpoints_1"]["ratio"]["median"]
+    out["dead_endpoint_latency_ratio"] = ratio(
+        out["dead_endpoint"]["p50_ms"]["median"], out["no_webhooks"]["p50_ms"]["median"]
+    )
+    out["dead_endpoint_p99_ratio"] = ratio(
+        out["dead_endpoint"]["p99_ms"]["median"], out["no_webhooks"]["p99_ms"]["median"]
+    )
+    return out
