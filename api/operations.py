@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from api.auth import require_caller
 from api.errors import ApiError
 from api.messages import message_fields, message_view, not_found
+from api.query import page, unknown_and_repeated
 from api.state import state
 from shared import messages, metrics, operations
 from shared.lifecycle import STATUSES
@@ -53,14 +54,7 @@ def parse_list_query(
     params: QueryParams, region: str
 ) -> tuple[Filters, int, str | None, list[Problem]]:
     """The filters, page size and cursor of a listing, and every problem with them at once."""
-    problems = [
-        Problem(name, "unknown_parameter", f"unknown parameter; expected {', '.join(LIST_PARAMS)}")
-        for name in params
-        if name not in LIST_PARAMS
-    ]
-    for name in params:
-        if name in LIST_PARAMS and len(params.getlist(name)) > 1:
-            problems.append(Problem(name, "repeated_parameter", "give this parameter once"))
+    problems = unknown_and_repeated(params, LIST_PARAMS)
     status = params.get("status")
     if status is not None and status not in LISTED_STATUSES:
         problems.append(
@@ -88,20 +82,13 @@ def parse_list_query(
         since = _timestamp(raw, "since", problems)
     if (raw := params.get("until")) is not None:
         until = _timestamp(raw, "until", problems)
-    limit = operations.DEFAULT_PAGE
-    if (raw := params.get("limit")) is not None:
-        if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= operations.MAX_PAGE:
-            limit = int(raw)
-        else:
-            problems.append(
-                Problem("limit", "invalid_limit", f"an integer from 1 to {operations.MAX_PAGE}")
-            )
-    cursor = params.get("cursor")
-    if cursor is not None:
-        try:
-            operations.decode_cursor(cursor)
-        except operations.BadCursor:
-            problems.append(Problem("cursor", "invalid_cursor", "not a cursor from this API"))
+    limit, cursor = page(
+        params,
+        problems,
+        default=operations.DEFAULT_PAGE,
+        most=operations.MAX_PAGE,
+        decode=operations.decode_cursor,
+    )
     filters = Filters(
         status=status,
         priority=priority,

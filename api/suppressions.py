@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -16,10 +15,10 @@ from starlette.routing import BaseRoute, Route
 from api.auth import require_caller, require_key
 from api.errors import ApiError
 from api.payload import read_json_object
+from api.query import page, unknown_and_repeated
 from api.state import state
 from shared import suppressions
 from shared.config import Settings
-from shared.operations import BadCursor
 from shared.suppressions import Suppression
 from shared.validation import Problem
 
@@ -37,20 +36,6 @@ def suppression_body(s: Suppression) -> dict[str, Any]:
         "source_message_id": None if s.source_message_id is None else str(s.source_message_id),
         "created_at": s.created_at.isoformat(),
     }
-
-
-def _unknown_and_repeated(params: QueryParams, known: tuple[str, ...]) -> list[Problem]:
-    problems = [
-        Problem(name, "unknown_parameter", f"unknown parameter; expected {', '.join(known)}")
-        for name in params
-        if name not in known
-    ]
-    problems += [
-        Problem(name, "repeated_parameter", "give this parameter once")
-        for name in known
-        if len(params.getlist(name)) > 1
-    ]
-    return problems
 
 
 def _number(
@@ -73,34 +58,27 @@ async def list_suppressions(request: Request) -> JSONResponse:
     await require_key(request)
     app = state(request)
     params = request.query_params
-    problems = _unknown_and_repeated(params, LIST_PARAMS)
+    problems = unknown_and_repeated(params, LIST_PARAMS)
     phone = _number(
         params.get("phone_number"), app.settings, "phone_number", problems, required=False
     )
-    limit = suppressions.DEFAULT_PAGE
-    if (raw := params.get("limit")) is not None:
-        if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= suppressions.MAX_PAGE:
-            limit = int(raw)
-        else:
-            problems.append(
-                Problem("limit", "invalid_limit", f"an integer from 1 to {suppressions.MAX_PAGE}")
-            )
-    cursor = params.get("cursor")
-    if cursor is not None:
-        try:
-            suppressions.decode_cursor(cursor)
-        except BadCursor:
-            problems.append(Problem("cursor", "invalid_cursor", "not a cursor from this API"))
+    limit, cursor = page(
+        params,
+        problems,
+        default=suppressions.DEFAULT_PAGE,
+        most=suppressions.MAX_PAGE,
+        decode=suppressions.decode_cursor,
+    )
     if problems:
         raise ApiError(400, problems)
     async with app.pool.connection() as conn:
-        page = await suppressions.list_suppressions(
+        found = await suppressions.list_suppressions(
             conn, phone_number=phone, limit=limit, cursor=cursor
         )
     return JSONResponse(
         {
-            "suppressions": [suppression_body(s) for s in page.rows],
-            "next_cursor": page.next_cursor,
+            "suppressions": [suppression_body(s) for s in found.rows],
+            "next_cursor": found.next_cursor,
         }
     )
 
@@ -135,7 +113,7 @@ async def delete_suppression(request: Request) -> Response:
     key_id = caller.id
     app = state(request)
     params = request.query_params
-    problems = _unknown_and_repeated(params, DELETE_PARAMS)
+    problems = unknown_and_repeated(params, DELETE_PARAMS)
     phone = _number(
         request.path_params["phone_number"], app.settings, "phone_number", problems, required=True
     )

@@ -209,9 +209,11 @@ class Dispatcher:
         if outcome is None:
             outcome = await self._look_up(work, known)
         if isinstance(outcome, Resend):
-            last_word = decision.before_send(
-                known, quiet=self.settings.quiet_hours, zones=zones_for(work.to_number or "")
-            )
+            quiet = self.settings.quiet_hours
+            # The recipient's time zones only matter when quiet hours are set (phonenumbers'
+            # lookup stays off the send path otherwise).
+            zones = zones_for(work.to_number or "") if quiet is not None else ()
+            last_word = decision.before_send(known, quiet=quiet, zones=zones)
             if last_word is not None:
                 await self._write(work, last_word, batch)
                 return False
@@ -269,6 +271,7 @@ class Dispatcher:
         if timeout <= 0:
             await self._write(work, decision.too_late_to_call(), batch)
             return
+        known = facts(work)
         request = SendRequest(
             message_id=work.message_id,
             from_number=work.from_number,
@@ -276,10 +279,9 @@ class Dispatcher:
             body=work.body,
             # Empty: each provider builds its own callback URL carrying our message id.
             status_callback_url="",
-            validity_seconds=decision.validity_left(facts(work)),
+            validity_seconds=decision.validity_left(known),
         )
         result = await self._call(work, request, timeout)
-        known = facts(work)
         outcome = decision.within_validity(
             known, decision.after_attempt(known, result, self.policy, rand=self.rand())
         )

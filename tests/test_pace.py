@@ -18,6 +18,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from dispatcher.expiry import Expiry
+from dispatcher.outbox import Outbox
 from shared.config import Settings
 from shared.db import open_pool
 from shared.queries import q
@@ -142,6 +143,30 @@ def test_a_deep_backlog_does_not_hold_up_another_sender(
     for r in rows:
         by_sender[r["from_number"]] = by_sender.get(r["from_number"], 0) + 1
     assert by_sender == {TWILIO_FROM: 1, OTHER: 5}
+
+
+def test_the_dispatcher_sleeps_until_the_next_allowance(
+    settings: Settings, db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """After a short claim the dispatcher asks how long until a sender with due work may send:
+    nothing due -> None (sleep the poll interval); a 2-mps sender just spent -> half a second."""
+    set_rate(db, TWILIO_FROM, 2, 1)
+    t0 = at(db_now(db), 1)
+
+    async def wait(now: datetime) -> float | None:
+        pool = await open_pool(
+            settings.database_url, application_name="test-pace", min_size=1, max_size=2
+        )
+        try:
+            return await Outbox(pool, "t", settings).pace_wait(now=now)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(wait(t0)) is None
+    enqueue_messages(db_url, recipients(3))
+    assert asyncio.run(wait(t0)) == 0.0
+    assert len(claim(db, t0)) == 1
+    assert asyncio.run(wait(t0)) == pytest.approx(0.5)
 
 
 def test_a_paused_provider_spends_no_pace(db_url: str, db: psycopg.Connection[Any]) -> None:
