@@ -24,6 +24,7 @@ from tests.api_support import (  # noqa: F401 - fixtures are used by name
     json_logs_fixture,
     live_fixture,
 )
+from tests.dispatch_support import wait_until
 from tooling.cli import main
 
 OTHER_SENDER = "+15005550010"
@@ -141,9 +142,14 @@ def test_the_request_log_masks_the_number_in_the_path(
 ) -> None:
     """DELETE /sms/suppressions/{number} is logged with the number masked, like every number."""
     client.delete(f"/sms/suppressions/{ENCODED_TO}", headers=auth)
-    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
-    paths = [line["path"] for line in lines if line.get("action") == "http_request"]
-    assert paths == ["/sms/suppressions/+1******2671"]
+
+    def paths() -> list[str]:
+        lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+        return [line["path"] for line in lines if line.get("action") == "http_request"]
+
+    # The server writes the request's line once the answer is sent: maybe after the client read it.
+    wait_until(lambda: bool(paths()), seconds=10, what="the request log line")
+    assert paths() == ["/sms/suppressions/+1******2671"]
 
 
 def test_national_numbers_are_stored_as_e164(
