@@ -20,6 +20,19 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
+LOCK_ARGS ?=
+.PHONY: lock
+lock: $(STAMP) ## Regenerate requirements.lock (hashed runtime pins) from pyproject's ranges; LOCK_ARGS=--upgrade for newest
+	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal --python-version 3.11 \
+		--custom-compile-command 'make lock' --output-file requirements.lock $(LOCK_ARGS)
+
+.PHONY: install-prod
+install-prod: ## Production install into .venv: requirements.lock (hashes required), then the project without dev tools
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps .
+	rm -f $(STAMP) $(BENCH_STAMP)  # the dev targets reinstall their tools
+
 .PHONY: run
 run: $(STAMP) ## Start PostgreSQL (embedded unless DATABASE_URL is set), migrate, and run the Procfile
 	$(BIN)/python -m tooling.devstack
@@ -48,6 +61,10 @@ bench: $(BENCH_STAMP) ## Measure enqueue and dispatch against this machine's lim
 .PHONY: chaos
 chaos: $(BENCH_STAMP) ## Fault harness: inject faults under load, count lost/doubled/stuck messages (CHAOS_ARGS=--quick for CI)
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
+.PHONY: screenshots
+screenshots: $(STAMP) ## PNGs of each ops console page at 1280 and 390 px from a seeded scratch database (docs/screenshots; needs chromium)
+	$(BIN)/python -m tooling.screenshots
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code

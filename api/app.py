@@ -29,6 +29,7 @@ from api.metrics import metrics_endpoint
 from api.middleware import RequestContext
 from api.openapi import openapi_endpoint
 from api.operations import cancel_message, list_messages, retry_message
+from api.ops import routes as ops_routes
 from api.send import send_sms
 from api.state import STATE_KEY, AppState
 from api.suppressions import routes as suppression_routes
@@ -149,6 +150,7 @@ def create_app(
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         *webhook_routes,
         *inbound_routes,
+        *ops_routes,  # the operators' console (DESIGN section 14)
     ]
     return Starlette(
         routes=routes,

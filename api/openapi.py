@@ -285,6 +285,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     "expired",
                     "received",
                     "suppressed",
+                    "recipient_revealed",
                 ],
             },
             "attempt": {"type": ["integer", "null"]},

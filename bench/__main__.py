@@ -31,6 +31,7 @@ from bench import (
     limits,
     pace,
     peer,
+    pgbouncer,
     priority,
     report,
     seed,
@@ -51,6 +52,7 @@ GROUPS = (
     "priority",
     "claim",
     "webhooks",
+    "pgbouncer",
     "growth",
 )
 DEFAULT_GROUPS = GROUPS[:-1]  # growth only when asked for
@@ -84,6 +86,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--growth-big", action="store_true", help="growth with 5 M history too")
     p.add_argument("--growth-claims", type=int, default=300, help="timed claims per growth run")
     p.add_argument("--growth-queue", type=int, default=10_000, help="due rows while claiming")
+    p.add_argument(
+        "--growth-retain",
+        type=int,
+        default=1_000_000,
+        help="growth: messages in the retained day (DELETE vs partition drop; 0 = skip)",
+    )
     p.add_argument(
         "--pace-seconds",
         type=float,
@@ -122,7 +130,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.quick:
         args.runs, args.messages, args.sim_messages = 1, 2_000, 1_000
         args.enqueue_seconds, args.e2e_seconds = 3.0, 3.0
-        args.growth_claims = 50
+        args.growth_claims, args.growth_retain = 50, min(args.growth_retain, 20_000)
         args.pace_seconds, args.priority_samples, args.claim_runs = 10.0, 3, 30
     args.only = [g.strip() for g in args.only.split(",") if g.strip()]
     args.growth = args.growth or args.growth_big
@@ -351,6 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result["webhooks"] = webhooks.run(
                     stack, args, problems, result.get("e2e", {}).get("rate")
                 )
+            if "pgbouncer" in args.only:
+                say(
+                    "pgbouncer: enqueue (16 clients) and dispatch (simulator 0 ms) through"
+                    " PgBouncer (transaction pooling) vs direct, taking turns"
+                )
+                result["pgbouncer"] = pgbouncer.run(stack, args, problems)
             if "growth" in args.only:
                 say("growth: claim latency and drain rate with history already in the database")
                 result["growth"] = growth.run(stack, args, problems)
@@ -376,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "growth_big": args.growth_big,
         "growth_claims": args.growth_claims,
         "growth_queue": args.growth_queue,
+        "growth_retain": args.growth_retain,
         "pace_seconds": args.pace_seconds,
         "pace_dispatchers": args.pace_dispatchers,
         "priority_backlog": args.priority_backlog,
@@ -412,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "limits_ratio": lim.get("limits_ratio"),
         "webhook_vs_dispatch_ratio": wh.get("webhook_vs_dispatch_ratio"),
         "dead_endpoint_latency_ratio": wh.get("dead_endpoint_latency_ratio"),
+        "pgbouncer_enqueue_ratio": result.get("pgbouncer", {}).get("pgbouncer_enqueue_ratio"),
+        "pgbouncer_dispatch_ratio": result.get("pgbouncer", {}).get("pgbouncer_dispatch_ratio"),
     }
     result["ratios"] = {k: v for k, v in flat.items() if "ms" not in k and k not in report.COUNTS}
     result["targets"] = report.check_targets(flat)

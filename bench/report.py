@@ -39,6 +39,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     # deliveries costs SMS end-to-end p50 at most 10 %.
     "webhook_vs_dispatch_ratio": (">=", 1.0),
     "dead_endpoint_latency_ratio": ("<=", 1.1),
+    # Issue 17: enqueue and dispatch through PgBouncer (transaction pooling) vs direct.
+    "pgbouncer_enqueue_ratio": (">=", 0.8),
+    "pgbouncer_dispatch_ratio": (">=", 0.8),
 }
 # Targets that are counts, not ratios (kept out of the JSON's "ratios").
 COUNTS = frozenset({"pace_window_excess", "pace_refused_429"})
@@ -158,6 +161,19 @@ def _growth_rows(g: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[
                 f" {_mb(s['messages_bytes'])}, events {_mb(s['events_bytes'])}",
             ),
         ]
+    kept = g.get("retention")
+    if kept:
+        for way, what in (("delete", "DELETE (events row by row)"), ("drop", "partition drop")):
+            r = kept[way]
+            rows.append(
+                (
+                    f"retain one day of {kept['messages_per_day']:,}/day"
+                    f" (--older-than {kept['older_than_days']}d), {what}",
+                    f"{r['seconds']:,.1f} s",
+                    f"WAL {r['wal_mb']:,.0f} MB; vacuum after {r['vacuum_seconds']:,.1f} s;"
+                    f" events' days dropped in {r['days_seconds']:,.2f} s",
+                )
+            )
     return rows
 
 
@@ -274,6 +290,24 @@ def _webhook_rows(w: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple
     return rows
 
 
+def _pgbouncer_rows(p: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    if not p or "skipped" in p:
+        return []
+    return [
+        (
+            f"{what} through PgBouncer (transaction pooling)",
+            _rate(p[f"{figure}_pgbouncer"]),
+            f"direct {_rate(p[f'{figure}_direct'])}; "
+            + f"pgbouncer_{figure}_ratio "
+            + _mark(t, f"pgbouncer_{figure}_ratio"),
+        )
+        for figure, what in (
+            ("enqueue", "POST /sms/send, c16,"),
+            ("dispatch", "drain, simulator 0 ms,"),
+        )
+    ]
+
+
 def _spread(s: dict[str, Any] | None) -> str:
     if not s or s.get("median") is None:
         return "-"
@@ -335,6 +369,7 @@ def table(result: dict[str, Any]) -> str:
     rows += _priority_rows(result.get("priority", {}), t)
     rows += _claim_rows(result.get("claim", {}), t)
     rows += _webhook_rows(result.get("webhooks", {}), t)
+    rows += _pgbouncer_rows(result.get("pgbouncer", {}), t)
     rows += _growth_rows(result.get("growth", {}), t)
     mem = result.get("memory", {})
     rows.append(

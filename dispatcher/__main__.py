@@ -85,7 +85,13 @@ async def serve(environ: Mapping[str, str]) -> int:
     sweep: Sweep = sweeper.Sweeper(pool, providers, settings)
     runner = Runner(
         dispatcher,
-        Wakeup(conninfo_with_app(settings.database_url, "sms-dispatcher-listen", timeout=timeout)),
+        # LISTEN needs a session of its own: DATABASE_LISTEN_URL (default DATABASE_URL) is the
+        # direct one when DATABASE_URL goes through a transaction-pooling PgBouncer.
+        Wakeup(
+            conninfo_with_app(
+                settings.database_listen_url, "sms-dispatcher-listen", timeout=timeout
+            )
+        ),
         sweep=sweep,
         expire=Expiry(pool, settings),
         webhooks=webhooks,

@@ -4,6 +4,9 @@ A notification only shortens the wait: the claim loop polls every DISPATCH_POLL_
 lost notification or a dropped connection (database restart) never stalls the queue. A dropped
 connection is re-opened with backoff (shared.db.reconnect_delay) while the loop keeps polling; its
 loss is logged once, the retries only at DEBUG (the claim loop reports a database outage).
+LISTEN needs a session of its own: through a transaction-pooling PgBouncer the server connection
+that listens changes hands after each statement and notifications go missing, so a listening
+connection that turns out to be pooled is reported (once) as a WARNING naming DATABASE_LISTEN_URL.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from shared.db import reconnect_delay
+from shared.db import behind_pooler, reconnect_delay
 from shared.wakeup import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class Wakeup:
         self.rand = rand
         self.event = asyncio.Event()
         self.connected = asyncio.Event()  # for tests and readiness: LISTEN is in place
+        self.pooled_warned = False
 
     async def wait(self, seconds: float) -> bool:
         """Wait for a wake-up or the poll timeout; whether a wake-up came."""
@@ -57,6 +61,14 @@ class Wakeup:
                     self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    if not self.pooled_warned and await behind_pooler(conn):
+                        self.pooled_warned = True
+                        log.warning(
+                            "the wake-up LISTEN goes through a connection pooler and will miss"
+                            " notifications; set DATABASE_LISTEN_URL to a direct connection"
+                            " (the dispatcher polls every DISPATCH_POLL_SECONDS meanwhile)",
+                            extra={"action": "listen_pooled"},
+                        )
                     self.connected.set()
                     failures = 0
                     # Anything committed before LISTEN took effect is found by this first poke.

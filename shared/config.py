@@ -96,6 +96,9 @@ class Settings:
     """Everything configurable, with the defaults a local run needs. Secrets stay out of repr."""
 
     database_url: str = field(default="", repr=False)
+    # The dispatcher's LISTEN session: a direct connection to PostgreSQL, for when DATABASE_URL
+    # goes through a transaction-pooling PgBouncer (a LISTEN there misses notifications).
+    database_listen_url: str = field(default="", repr=False)
     # Longest wait for the database (connecting, or for a pooled connection): past it the API
     # answers 503 database_unavailable and the dispatcher backs off.
     database_timeout_seconds: float = 5.0
@@ -195,6 +198,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(f"RETRY_POLICY must be fixed or exponential, got {policy!r}")
     return Settings(
         database_url=environ.get("DATABASE_URL", ""),
+        database_listen_url=(
+            environ.get("DATABASE_LISTEN_URL", "").strip() or environ.get("DATABASE_URL", "")
+        ),
         database_timeout_seconds=_positive(environ, "DATABASE_TIMEOUT_SECONDS", 5.0),
         public_base_url=environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
         default_region=environ.get("DEFAULT_REGION", "US").strip().upper() or "US",

@@ -4,6 +4,11 @@ where "the database cannot be reached" is recognised (`unavailable`), explained 
 Both processes translate psycopg and psycopg_pool errors here, once, into DatabaseUnavailable: the
 API answers it with 503 `database_unavailable`, the dispatcher backs off with `reconnect_delay` and
 reports each outage once through `Outage`.
+
+Behind a transaction-pooling PgBouncer (1.18 and older keep no prepared statements across
+transactions) a connection must not use server-side prepared statements: `behind_pooler` tells,
+from the backend pid the server reports against the one the connection was given, and
+`open_pool` and `connect` then turn psycopg's prepared statements off for that connection.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ _REASONS: Final = (
 )
 POOL_TIMEOUT_REASON: Final = "no connection from the pool in time"
 _SESSION_OPTIONS: Final = {
-    # A session of ours left idle in a transaction would hold back vacuum of the outbox.
+    # A session of ours left idle in a transaction would hold back vacuum of the outbox. PgBouncer
+    # refuses this startup parameter unless its ignore_startup_parameters lists `options`; behind
+    # it the roles carry the same setting (smsctl db roles).
     "options": "-c idle_in_transaction_session_timeout=30000"
 }
 
@@ -237,6 +244,37 @@ def _quiet_pool_log() -> None:
         pool_log.addFilter(_QuietConnectFailures())
 
 
+async def behind_pooler(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether `conn` reaches PostgreSQL through a pooler such as PgBouncer: the pooler hands its
+    clients a cancel key of its own, so the backend pid the connection was given is not the pid
+    of the server process that answers. One round trip; leaves the connection idle."""
+    cur = await conn.execute("SELECT pg_backend_pid()")
+    row = await cur.fetchone()
+    if not conn.autocommit:
+        await conn.rollback()
+    return row is None or row[0] != conn.info.backend_pid
+
+
+async def _no_prepare_behind_pooler(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Pool `configure`: a pooled server connection is shared by transactions of many clients, so
+    a statement prepared on it by one may be missing (or already there) for the next. Statements
+    then go unprepared (a parse per execution); a direct connection keeps psycopg's default."""
+    if await behind_pooler(conn):
+        conn.prepare_threshold = None
+
+
+async def connect(conninfo: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
+    """One connection (smsctl and other one-off callers), with prepared statements off when it
+    goes through a pooler, as the pools do."""
+    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=autocommit)
+    try:
+        await _no_prepare_behind_pooler(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
 def conninfo_with_app(conninfo: str, application_name: str, *, timeout: float | None = None) -> str:
     """Add application_name so pg_stat_activity shows which process holds a connection, and with
     `timeout` a connect_timeout (whole seconds, at least libpq's 2) unless `conninfo` sets one."""
@@ -255,7 +293,8 @@ async def open_pool(
     wait: bool = True,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> AsyncConnectionPool:
-    """An opened async pool whose connections never sit idle in a transaction past 30 s.
+    """An opened async pool whose connections never sit idle in a transaction past 30 s, and use
+    no server-side prepared statements when they reach the server through a pooler.
 
     `timeout_seconds` bounds both a connection attempt and a wait for a pooled connection, so a
     caller learns within seconds that the database is unreachable (PoolTimeout), not minutes.
@@ -271,6 +310,7 @@ async def open_pool(
         timeout=timeout_seconds,
         reconnect_timeout=POOL_GIVE_UP_SECONDS,
         kwargs=dict(_SESSION_OPTIONS),
+        configure=_no_prepare_behind_pooler,
     )
     await pool.open(wait=wait, timeout=max(timeout_seconds, 30.0))
     return pool

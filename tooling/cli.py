@@ -16,11 +16,11 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from shared import messages, senders, validation, wakeup
+from shared import db, messages, senders, validation, wakeup
 from shared.config import PROVIDERS, Settings, load_settings
 from shared.errors import ConfigError
 from shared.lifecycle import STATUSES
-from tooling import cli_actions, cli_keys, cli_reports, cli_suppressions, cli_webhooks
+from tooling import cli_actions, cli_db, cli_keys, cli_reports, cli_suppressions, cli_webhooks
 from tooling.cli_reports import OK, REFUSED, USAGE
 from tooling.retention import DEFAULT_BATCH
 
@@ -113,13 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--limit", type=int, default=50)
     alerts.set_defaults(func=_plain(cli_reports.alerts))
 
-    prune = commands.add_parser("prune", help="delete final messages older than DURATION")
+    prune = commands.add_parser(
+        "prune", help="drop history days and delete final messages older than DURATION"
+    )
     prune.add_argument("--older-than", required=True, help="e.g. 90d, 12w")
     prune.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rows per transaction")
     prune.set_defaults(func=_plain(cli_actions.prune))
 
     cli_suppressions.add_commands(commands)
     cli_webhooks.add_commands(commands)
+    cli_db.add_commands(commands)
     return parser
 
 
@@ -171,7 +174,8 @@ async def _send(conn: AsyncConnection[Any], args: argparse.Namespace, settings: 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     command: Command = args.func
-    async with await AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+    # shared.db.connect: no server-side prepared statements through a pooler (PgBouncer).
+    async with await db.connect(settings.database_url, autocommit=True) as conn:
         return await command(conn, args, settings)
 
 

@@ -131,9 +131,14 @@ SELECT (SELECT count(*) FROM sms_outbox) AS outbox_rows,
        pg_total_relation_size('sms_outbox') AS outbox_bytes,
        (SELECT reltuples::bigint FROM pg_class WHERE oid = 'sms_messages'::regclass) AS messages_rows,
        pg_total_relation_size('sms_messages') AS messages_bytes,
-       (SELECT reltuples::bigint FROM pg_class WHERE oid = 'sms_message_events'::regclass)
-           AS events_rows,
-       pg_total_relation_size('sms_message_events') AS events_bytes;
+       -- sms_message_events is partitioned (0010): its size and rows are its partitions'.
+       (SELECT sum(greatest(c.reltuples, 0))::bigint
+        FROM pg_partition_tree('sms_message_events') p
+        JOIN pg_class c ON c.oid = p.relid
+        WHERE p.isleaf) AS events_rows,
+       (SELECT sum(pg_total_relation_size(p.relid))::bigint
+        FROM pg_partition_tree('sms_message_events') p
+        WHERE p.isleaf) AS events_bytes;
 
 -- name: bench_unpaced_index
 -- Claim cost: the index the claim before pacing scanned (0006_pace.sql replaced it with

@@ -62,3 +62,17 @@ SELECT id, kind, message_id, provider, error_code, error_category, error_message
 FROM sms_alerts
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: alerts_open
+-- Alerts still open, newest first, for the ops console: a message's failure alert until a requeue
+-- supersedes it, a provider's config alert while that provider's pause runs. sms_alerts is small
+-- (one row per failure episode); `open_count` is the total however many rows the limit keeps.
+SELECT a.id, a.kind, a.message_id, a.provider, a.error_code, a.error_category, a.error_message,
+       a.delivery_state, a.created_at, count(*) OVER () AS open_count
+FROM sms_alerts a
+WHERE a.superseded_at IS NULL
+  AND (a.kind <> 'provider_config'
+       OR EXISTS (SELECT 1 FROM sms_provider_pauses p
+                  WHERE p.provider = a.provider AND p.paused_until > now()))
+ORDER BY a.id DESC
+LIMIT %(limit)s;

@@ -63,3 +63,37 @@ SET revoked_at = now()
 WHERE id = %(id)s
   AND revoked_at IS NULL
 RETURNING id;
+
+-- name: api_keys_session_open
+-- An ops console session for an operator key (sms_ops_sessions, migration 0011): only the token's
+-- SHA-256 is stored. The key is checked again here (active, operator) so a key revoked or demoted
+-- between the sign-in's look-up and this insert opens nothing (no row back). Expired sessions go
+-- in the same statement, oldest first by sms_ops_sessions_expiry_idx, a bounded batch per sign-in.
+WITH expired AS (
+    DELETE FROM sms_ops_sessions
+    WHERE token_sha256 IN (SELECT token_sha256 FROM sms_ops_sessions
+                           WHERE expires_at <= now()
+                           ORDER BY expires_at
+                           LIMIT 100)
+)
+INSERT INTO sms_ops_sessions (token_sha256, api_key_id, expires_at)
+SELECT %(token_sha256)s, k.id, now() + %(lifetime)s::interval
+FROM sms_api_keys k
+WHERE k.id = %(api_key_id)s AND k.revoked_at IS NULL AND k.role = 'operator'
+RETURNING api_key_id, expires_at;
+
+-- name: api_keys_session_authenticate
+-- Every console request: the session by its primary key, and its key, still active and still an
+-- operator (a key revoked or made a sender since sign-in is signed out at once).
+SELECT k.id, k.name, s.expires_at
+FROM sms_ops_sessions s
+JOIN sms_api_keys k ON k.id = s.api_key_id
+WHERE s.token_sha256 = %(token_sha256)s
+  AND s.expires_at > now()
+  AND k.revoked_at IS NULL
+  AND k.role = 'operator';
+
+-- name: api_keys_session_close
+-- Sign out: the session is gone (primary key), so its cookie is worth nothing even if kept.
+DELETE FROM sms_ops_sessions
+WHERE token_sha256 = %(token_sha256)s;

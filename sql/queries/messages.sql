@@ -625,3 +625,15 @@ FROM message m
 UNION ALL
 SELECT k.id, k.conversation_id, false, 0, 0
 FROM known k;
+
+-- name: messages_failed_list
+-- The ops console's failed messages: the DBA view sms_failed_messages (requeueable as the view
+-- and `smsctl retry` judge it), most recent failure first, keyset-paged on (failed_at, id): the
+-- view's rows are final, so failed_at is never NULL, and sms_messages_final_idx serves the order.
+SELECT id, failed_at, delivery_status, provider, from_number, to_number, error_category,
+       error_code, error_message, attempts, provider_sid, requeueable, created_at
+FROM sms_failed_messages
+WHERE (%(after_failed_at)s::timestamptz IS NULL
+       OR (failed_at, id) < (%(after_failed_at)s::timestamptz, %(after_id)s::uuid))
+ORDER BY failed_at DESC, id DESC
+LIMIT %(limit)s;

@@ -539,3 +539,15 @@ logged AS (
          (VALUES ('suppressed', NULL), ('transition', 'pending')) AS e(event_type, from_status)
 )
 SELECT d.message_id, (SELECT count(*) FROM moved) AS canceled FROM done d;
+
+-- name: outbox_retrying
+-- Sends that failed at least once and wait for another attempt (still pending: cancelable, as
+-- operations.cancel judges), the ones that have waited longest first; for the ops console. The
+-- outbox is small by design, so this reads it whole.
+SELECT o.message_id, o.provider, o.state, o.attempts, o.next_attempt_at, o.last_error_code,
+       o.last_error_category, o.last_error, m.to_number, m.from_number, m.created_at
+FROM sms_outbox o
+JOIN sms_messages m ON m.id = o.message_id
+WHERE o.kind = 'send_sms' AND o.last_error IS NOT NULL
+ORDER BY o.created_at, o.id
+LIMIT %(limit)s;
