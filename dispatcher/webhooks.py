@@ -34,7 +34,15 @@ from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.recorder import Recorder
-from dispatcher.webhook_decision import Delivered, Gone, Outcome, Retry, decide, park_until
+from dispatcher.webhook_decision import (
+    PARK_SECONDS,
+    Delivered,
+    Gone,
+    Outcome,
+    Retry,
+    answer_by,
+    decide,
+)
 from dispatcher.webhook_http import post
 from shared import alerts, metrics
 from shared.config import Settings
@@ -286,11 +294,12 @@ class WebhookWorker:
             "status": status,
             "error": error,
             "retry_at": retry_at,
-            "park_until": (
+            "answer_by": (
                 None
                 if retry_at is None
-                else park_until(retry_at, self.settings.webhook_timeout_seconds)
+                else answer_by(retry_at, self.settings.webhook_timeout_seconds)
             ),
+            "park_seconds": PARK_SECONDS,
         }
 
         async def body(conn: AsyncConnection[Any]) -> tuple[str, dict[str, Any] | None] | None:

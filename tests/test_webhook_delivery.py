@@ -427,9 +427,9 @@ def test_three_days_of_failure_fail_the_delivery_disable_the_endpoint_and_alert(
 def test_a_failing_endpoint_is_parked_behind_one_probe(
     wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
 ) -> None:
-    """The first failed attempt parks the endpoint: its other deliveries, and one made
-    afterwards, wait until the probe's retry has had time to answer; meanwhile nothing else is
-    POSTed, and at the retry only the probe is."""
+    """The first failed attempt parks the endpoint for an hour: its other deliveries, and one
+    made afterwards, wait; meanwhile nothing else is POSTed, at the retry only the probe is, and
+    a failing probe does not rewrite the parked backlog again."""
     key = api_key(db)
     secret = new_secret()
     endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503] * 5), secret)
@@ -439,26 +439,30 @@ def test_a_failing_endpoint_is_parked_behind_one_probe(
     transition(db, mid, "sent", "delivered")
     one = dataclasses.replace(wh_settings, webhook_concurrency=1)
     t0 = later(db)
-    # rand 0: the first retry is 5 s later exactly; parked until 5 + 10 (timeout) + 5 s.
+    # rand 0: the first retry is 5 s later exactly; the others wait an hour.
     (first,) = deliver(one, t0, rand=lambda: 0.0)
     assert first.outcomes == {"retry": 1}
+    hour = timedelta(seconds=3600)
     (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
-    assert ep["parked_until"] == t0 + timedelta(seconds=20)
+    assert ep["parked_until"] == t0 + hour
     transition(db, mid, "delivered", "read")  # made while parked: born waiting
-    due = rows(
-        db,
-        "SELECT next_attempt_at FROM sms_outbox WHERE kind = 'deliver_webhook'"
-        " ORDER BY next_attempt_at",
-    )
-    assert [d["next_attempt_at"] - t0 for d in due] == [timedelta(seconds=5)] + [
-        timedelta(seconds=20)
-    ] * 3
+
+    def due() -> list[timedelta]:
+        got = rows(
+            db,
+            "SELECT next_attempt_at, updated_at FROM sms_outbox"
+            " WHERE kind = 'deliver_webhook' ORDER BY next_attempt_at",
+        )
+        return [d["next_attempt_at"] - t0 for d in got]
+
+    assert due() == [timedelta(seconds=5)] + [hour] * 3
     stats = deliver(one, t0 + timedelta(seconds=1), t0 + timedelta(seconds=5), rand=lambda: 0.0)
     assert [s.outcomes for s in stats] == [{}, {"retry": 1}]
     assert len(receiver.at("/a")) == 2  # the probe, twice; the others never left
+    # The probe's next retry (15 s) is answered long before the hour: nothing more is parked.
+    assert due() == [timedelta(seconds=15)] + [hour] * 3
     (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
-    # The second backoff is 10 s: retried at 15 s, parked until 15 + 10 + 5 s.
-    assert ep["parked_until"] == t0 + timedelta(seconds=30)
+    assert ep["parked_until"] == t0 + hour
 
 
 def test_a_probe_that_succeeds_releases_the_parked_deliveries(
@@ -475,7 +479,7 @@ def test_a_probe_that_succeeds_releases_the_parked_deliveries(
     transition(db, mid, "sent", "delivered")
     one = dataclasses.replace(wh_settings, webhook_concurrency=1)
     t0 = later(db)
-    at = t0 + timedelta(seconds=6)  # after the probe's retry (5 s), before parked_until (20 s)
+    at = t0 + timedelta(seconds=6)  # after the probe's retry (5 s), long before parked_until
     stats = deliver(one, t0, at, at, at, at, rand=lambda: 0.0)
     assert [s.outcomes for s in stats] == [
         {"retry": 1},

@@ -55,8 +55,9 @@ ORDER BY c.id;
 -- failing): a busy endpoint, or a dead one with a deep backlog, is not one hot row that every
 -- settle of its deliveries rewrites and waits for.
 -- A delivery no longer pending (dropped by webhook_endpoints_disable meanwhile) keeps its state.
--- Parking (migration 0011): a retry parks the endpoint's other deliveries until
--- %(park_until)s (this delivery is the probe); a success releases them (`moved` says how many).
+-- Parking (migration 0011): a retry parks the endpoint's other deliveries for %(park_seconds)s
+-- (at least until %(answer_by)s, when this delivery's retry, the probe, has been answered); a
+-- success releases them (`moved` says how many).
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
@@ -110,10 +111,14 @@ health AS (
                                ELSE clock.now END,
         last_error = CASE WHEN %(outcome)s::text = 'delivered' THEN w.last_error
                           ELSE %(error)s END,
-        parked_until = CASE %(outcome)s::text
-                           WHEN 'delivered' THEN NULL
-                           WHEN 'retry' THEN greatest(w.parked_until,
-                                                      %(park_until)s::timestamptz)
+        parked_until = CASE
+                           WHEN %(outcome)s::text = 'delivered' THEN NULL
+                           WHEN %(outcome)s::text = 'retry'
+                                AND (w.parked_until IS NULL
+                                     OR w.parked_until < %(answer_by)s::timestamptz)
+                           THEN greatest(clock.now + make_interval(
+                                             secs => %(park_seconds)s::float8),
+                                         %(answer_by)s::timestamptz)
                            ELSE w.parked_until END
     FROM delivery, clock
     WHERE w.id = delivery.endpoint_id AND %(outcome)s::text <> 'dropped'
@@ -125,14 +130,15 @@ health AS (
                     OR w.last_failure_at < clock.now - interval '1 second'
                     OR (%(outcome)s::text = 'retry'
                         AND (w.parked_until IS NULL
-                             OR w.parked_until < %(park_until)s::timestamptz)) END
+                             OR w.parked_until < %(answer_by)s::timestamptz)) END
     RETURNING w.id, w.failing_since, w.parked_until
 ),
 moved AS (
-    -- A retry parks the endpoint's other ready deliveries until parked_until (this one is the
-    -- probe); a success releases every ready delivery of a parked endpoint at once. Only a
-    -- settle that wrote the endpoint row does it, so settles of one endpoint take turns on that
-    -- row instead of rewriting the same backlog together.
+    -- A retry parks the endpoint's other ready deliveries that would come due before this one's
+    -- answer (this one is the probe) until parked_until; a success releases every ready delivery
+    -- of a parked endpoint at once. Only a settle that wrote the endpoint row does it, so settles
+    -- of one endpoint take turns on that row instead of rewriting the same backlog together, and
+    -- a backlog is rewritten once per %(park_seconds)s, not once per probe.
     UPDATE sms_outbox o
     SET next_attempt_at = CASE WHEN %(outcome)s::text = 'retry' THEN h.parked_until
                                ELSE clock.now END,
@@ -144,7 +150,8 @@ moved AS (
     WHERE o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
       AND o.id <> %(id)s
       AND CASE %(outcome)s::text
-              WHEN 'retry' THEN o.next_attempt_at < h.parked_until
+              WHEN 'retry' THEN was.parked_until IS DISTINCT FROM h.parked_until
+                                AND o.next_attempt_at < %(answer_by)s::timestamptz
               WHEN 'delivered' THEN was.parked_until IS NOT NULL
                                     AND o.next_attempt_at > clock.now
               ELSE false END
