@@ -1,4 +1,4 @@
--- 0011: a failing webhook endpoint is parked. Until now each of its pending deliveries was tried
+-- 0013: a failing webhook endpoint is parked. Until now each of its pending deliveries was tried
 -- on its own schedule, so a dead endpoint with a deep backlog cost one POST, one failure and one
 -- settle per delivery, thousands a minute, on the dispatcher that also sends the SMS (bench
 -- webhooks: end-to-end SMS latency x2.1). Now the delivery whose attempt failed is the endpoint's
