@@ -55,7 +55,7 @@ ORDER BY c.id;
 -- failing): a busy endpoint, or a dead one with a deep backlog, is not one hot row that every
 -- settle of its deliveries rewrites and waits for.
 -- A delivery no longer pending (dropped by webhook_endpoints_disable meanwhile) keeps its state.
--- Parking (migration 0011): a retry parks the endpoint's other deliveries for %(park_seconds)s
+-- Parking (migration 0013): a retry parks the endpoint's other deliveries for %(park_seconds)s
 -- (at least until %(answer_by)s, when this delivery's retry, the probe, has been answered); a
 -- success releases them (`moved` says how many).
 WITH clock AS (
