@@ -4,8 +4,9 @@ rate_per_minute and daily_message_limit: each API process reserves quota in chun
 sms_api_key_usage (api_key_usage_reserve, one autocommit statement) and spends it locally
 (shared/quota.py has the arithmetic and what it guarantees). A key without limits never touches
 the table. recipient_hourly_limit is counted by the enqueue statement itself, against the key's
-messages of the trailing hour, under an advisory lock per (key, recipient) taken in the same
-round trip (shared/messages.py); only a refused request asks the database again, for Retry-After.
+messages of the trailing hour, under an advisory lock per (key, recipient) that the statement
+takes first (sms_recipients_over_limit, migration 0012); only a refused request asks the database
+again, for Retry-After.
 """
 
 from __future__ import annotations

@@ -263,16 +263,26 @@ def _webhook_rows(w: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple
     if not w:
         return []
     rows: list[tuple[str, str, str]] = []
+    cap = w["capacity"]
+    rows += [
+        (
+            f"webhooks alone: {cap['messages']:,} due, 1 endpoint, local receiver",
+            _rate(cap["webhook_rate"]),
+            f"sends alone, same dispatcher: {_rate(cap['dispatch_rate'])}",
+        ),
+        ("", "", "webhook_vs_dispatch_ratio " + _mark(t, "webhook_vs_dispatch_ratio")),
+        ("", "", f"runs' ratios: {_spread(cap['ratio'])}"),
+    ]
     for k in (1, 3):
         e = w[f"endpoints_{k}"]
         rows += [
             (
-                f"webhooks, {k} endpoint(s) per key, local receiver",
+                f"  alongside the sends, {k} endpoint(s) per key",
                 _rate(e["webhook_rate"]),
-                f"dispatch {_rate(e['dispatch_rate'])}; ratio {_spread(e['ratio'])}",
+                f"dispatch {_rate(e['dispatch_rate'])}; ratio {_spread(e['ratio'])};"
+                f" last webhook {e['lag_ms']['median']:,.0f} ms after the last send",
             )
         ]
-    rows.append(("", "", "webhook_vs_dispatch_ratio " + _mark(t, "webhook_vs_dispatch_ratio")))
     none, dead = w["no_webhooks"], w["dead_endpoint"]
     rows += [
         (
@@ -286,6 +296,12 @@ def _webhook_rows(w: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple
             f"p99 {_ms(none['p99_ms'])}",
         ),
         ("", "", "dead_endpoint_latency_ratio " + _mark(t, "dead_endpoint_latency_ratio")),
+        (
+            "",
+            "",
+            f"runs' ratios: {w['dead_endpoint_latency_ratios']};"
+            f" medians divided: {w['medians_ratio']}",
+        ),
     ]
     return rows
 

@@ -1,15 +1,23 @@
 """Webhooks (issue 14): how fast status webhooks reach a local receiver beside the SMS dispatch
 rate, and what a dead endpoint with a deep backlog does to end-to-end SMS latency.
 
-* Rate: 1, then 3 endpoints for the bench's key, pointing at a receiver in this process (an
-  asyncio HTTP server in a thread that answers 204 and records when each POST arrived). N messages
-  of that key are seeded at one commit (database clock) and drained by the dispatcher through the
-  simulator; the dispatch rate is N over commit -> last `submitted_at`, the webhook rate is the
-  deliveries received over commit -> last delivery received (same machine clock).
+* Capacity (`webhook_vs_dispatch_ratio`, issue 14's "webhooks keep up"): how fast one dispatcher
+  drains N webhook deliveries due at once to a receiver in this process (an asyncio HTTP server in
+  a thread that answers 204 and records when each POST arrived), against how fast the same
+  dispatcher drains N messages through the simulator with no endpoint; each rate is N - 1 over
+  first -> last (POST arrival; `submitted_at`), so neither includes the wait for the first claim.
+  Taken in turns, and the ratio is the median of each run's ratio.
+* Alongside: 1, then 3 endpoints for the bench's key. N messages of that key are seeded at one
+  commit (database clock) and drained by the dispatcher through the simulator, their `sent`
+  webhooks made as they go; the dispatch rate is N over commit -> last `submitted_at`, the webhook
+  rate is the deliveries received over commit -> last delivery received (same machine clock). A
+  message's webhook cannot arrive before its send, so this ratio stays below 1; `lag_ms` (last
+  webhook after last send) says how far behind the webhooks finish.
 * Dead endpoint: one endpoint on a loopback port nothing listens on (connection refused), holding
   10,000 pending deliveries due now (inserted as the trigger of 0008 inserts them), then the
   end-to-end measurement of bench.e2e (202 -> simulator at a fixed arrival rate); against the same
-  with no endpoint at all. The messages sent meanwhile fan out to the dead endpoint too.
+  with no endpoint at all, in turns. The messages sent meanwhile fan out to the dead endpoint too.
+  `dead_endpoint_latency_ratio` is the median of each run's p50 ratio (dead / none).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ DEAD_BACKLOG = 10_000
 # Messages per rate run: about 10 s of webhooks at 3 endpoints on 2 vCPUs, so the group takes
 # ~2-3 minutes with 3 runs.
 RATE_MESSAGES = 1_000
+# Per capacity run, each side: a few seconds of either at this machine's rates.
+CAPACITY_MESSAGES = 3_000
 POLL = 0.05
 SECRET = "whsec_" + base64.b64encode(b"sms-outbox bench webhook secret!").decode()
 
@@ -222,6 +232,59 @@ def measure_rate(
         "webhook_rate": round(got / webhook_s, 1),
         "dispatch_seconds": round(dispatch_s, 3),
         "webhook_seconds": round(webhook_s, 3),
+        "lag_ms": round((webhook_s - dispatch_s) * 1000, 1),
+    }
+    out["ratio"] = ratio(out["webhook_rate"], out["dispatch_rate"])
+    return out, problems
+
+
+BACKLOG_SQL = DEAD_BACKLOG_SQL  # the same rows, to whichever endpoint
+
+
+def measure_capacity(
+    stack: Stack, receiver: Receiver, n: int, tag: str, timeout: float
+) -> tuple[dict[str, Any], list[str]]:
+    """One dispatcher draining n due webhook deliveries (one endpoint), then n messages (no
+    endpoint): both rates over first -> last."""
+    label = "webhooks capacity"
+    problems: list[str] = []
+    receiver.reset()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        seed.clear_messages(conn)
+        (endpoint,) = _set_endpoints(conn, [receiver.url(tag)])
+        conn.execute(BACKLOG_SQL, {"endpoint": endpoint, "n": n})
+        if not _wait(conn, HOOKS_LEFT, timeout):
+            problems.append(f"{label}: {n} deliveries not drained within {timeout:.0f} s")
+        hooks = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'delivered') FROM sms_webhook_deliveries"
+        ).fetchone()
+        _drop_endpoints(conn)
+    time.sleep(0.2)  # the last 204s are written before their rows are settled; let them land
+    arrivals = sorted(receiver.arrivals)
+    if hooks is None or int(hooks[0]) != n or len(arrivals) != n:
+        problems.append(f"{label}: {n} deliveries, {hooks} delivered, {len(arrivals)} received")
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        sim.post("/_sim/reset").raise_for_status()
+        sim.post("/_sim/config", json={"latency": 0.0}).raise_for_status()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        seed.clear_messages(conn)
+        with conn.transaction():
+            seed.seed_messages(conn, n, tag, sender=SENDER, burst=stack.sender_burst)
+        conn.execute(seed.WAKEUP)
+        if not _wait(conn, SENDS_LEFT, timeout):
+            problems.append(f"{label}: sends not drained within {timeout:.0f} s")
+        row = conn.execute(
+            "SELECT min(submitted_at), max(submitted_at) FROM sms_messages"
+        ).fetchone()
+    assert row is not None
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        report = sim.get("/_sim/messages").json()
+    problems += check_simulator(report, {seed.body(tag, i) for i in range(n)}, label)
+    webhook_s = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
+    dispatch_s = (row[1] - row[0]).total_seconds() if row[0] and row[1] else float("nan")
+    out = {
+        "webhook_rate": round((n - 1) / webhook_s, 1),
+        "dispatch_rate": round((n - 1) / dispatch_s, 1),
     }
     out["ratio"] = ratio(out["webhook_rate"], out["dispatch_rate"])
     return out, problems
@@ -289,6 +352,23 @@ def run(
     out: dict[str, Any] = {"dead_backlog": DEAD_BACKLOG}
     stack.start_dispatcher()
     with Receiver() as receiver:
+        caps = []
+        for r in range(args.runs):
+            got, found = measure_capacity(
+                stack, receiver, CAPACITY_MESSAGES, f"whc{r}", args.timeout
+            )
+            problems += found
+            caps.append(got)
+            say(
+                f"  run {r + 1}: capacity: webhooks {got['webhook_rate']:,.0f}/s,"
+                f" dispatch {got['dispatch_rate']:,.0f}/s, ratio {got['ratio']}"
+            )
+        out["capacity"] = {
+            "messages": CAPACITY_MESSAGES,
+            "webhook_rate": spread([g["webhook_rate"] for g in caps]),
+            "dispatch_rate": spread([g["dispatch_rate"] for g in caps]),
+            "ratio": spread([g["ratio"] or 0.0 for g in caps], 3),
+        }
         for endpoints in (1, 3):
             rates = []
             for r in range(args.runs):
@@ -300,13 +380,15 @@ def run(
                 say(
                     f"  run {r + 1}: {endpoints} endpoint(s):"
                     f" dispatch {got['dispatch_rate']:,.0f}/s,"
-                    f" webhooks {got['webhook_rate']:,.0f}/s, ratio {got['ratio']}"
+                    f" webhooks {got['webhook_rate']:,.0f}/s, ratio {got['ratio']},"
+                    f" lag {got['lag_ms']:,.0f} ms"
                 )
             out[f"endpoints_{endpoints}"] = {
                 "dispatch_rate": spread([g["dispatch_rate"] for g in rates]),
                 "webhook_rate": spread([g["webhook_rate"] for g in rates]),
                 "ratio": spread([g["ratio"] or 0.0 for g in rates], 3),
                 "deliveries_per_run": rates[0]["deliveries"],
+                "lag_ms": spread([g["lag_ms"] for g in rates], 1),
             }
     stack.start_api()
     if e2e_rate is None:
@@ -346,8 +428,15 @@ def run(
             "achieved_rate": spread(lat[kind]["achieved"]),
         }
     out["dead_endpoint"]["webhooks_pending_after"] = pending_after
-    out["webhook_vs_dispatch_ratio"] = out["endpoints_1"]["ratio"]["median"]
-    out["dead_endpoint_latency_ratio"] = ratio(
+    out["webhook_vs_dispatch_ratio"] = out["capacity"]["ratio"]["median"]
+    out["alongside_ratio"] = out["endpoints_1"]["ratio"]["median"]
+    pairs = [
+        ratio(dead, none) or 0.0
+        for dead, none in zip(lat["dead"]["p50_ms"], lat["none"]["p50_ms"], strict=True)
+    ]
+    out["dead_endpoint_latency_ratio"] = spread(pairs, 3)["median"]
+    out["dead_endpoint_latency_ratios"] = pairs
+    out["medians_ratio"] = ratio(
         out["dead_endpoint"]["p50_ms"]["median"], out["no_webhooks"]["p50_ms"]["median"]
     )
     out["dead_endpoint_p99_ratio"] = ratio(

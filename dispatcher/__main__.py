@@ -21,6 +21,7 @@ from dispatcher.expiry import Expiry
 from dispatcher.runner import Runner, Sweep
 from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
+from dispatcher.webhook_http import session as webhook_session
 from dispatcher.webhook_loop import WebhookLoop
 from dispatcher.webhooks import WebhookWorker
 from shared import metrics
@@ -73,12 +74,7 @@ async def serve(environ: Mapping[str, str]) -> int:
         wait=False,
         timeout_seconds=timeout,
     )
-    webhook_http = httpx.AsyncClient(
-        timeout=settings.webhook_timeout_seconds,
-        limits=httpx.Limits(max_connections=settings.webhook_concurrency),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    webhook_http = webhook_session(settings.webhook_concurrency, settings.webhook_timeout_seconds)
     webhooks = WebhookLoop(WebhookWorker(webhook_pool, settings, owner, http=webhook_http))
     # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, the callbacks work) runs inside this
     # process; Runner runs its passes at the pace each asks for and logs (never raises) failures.
@@ -104,7 +100,7 @@ async def serve(environ: Mapping[str, str]) -> int:
         await runner.run()
     finally:
         await http.aclose()
-        await webhook_http.aclose()
+        await webhook_http.close()
         await webhook_pool.close()
         for provider in providers.values():
             await provider.aclose()

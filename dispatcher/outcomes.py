@@ -81,8 +81,9 @@ class Outcomes:
     def __init__(self, outbox: Outbox, *, group_rows: int) -> None:
         self.outbox = outbox
         # The recorder's one write is the outbox's own: accepted sends of many slots, one statement.
-        self.recorder = Recorder(
+        self.recorder: Recorder[SentRow] = Recorder(
             lambda sent, now: outbox.record_sent(sent, now=now),
+            key=lambda sent: sent.work.id,
             max_rows=group_rows,
             max_wait=RECORD_WAIT_SECONDS,
         )

@@ -1,6 +1,7 @@
-"""Group commit of accepted sends: the results of many slots in one outbox_record_sent.
+"""Group commit of outcomes: the results of many slots in one statement (accepted sends in one
+outbox_record_sent; delivered webhooks in one webhook_deliveries_delivered).
 
-Each send slot hands its accepted send to `record()` and waits for the row it wrote. One writer
+Each slot hands its result to `record()` and waits for the row it wrote. One writer
 at a time takes everything waiting (up to `max_rows`) and records it in one transaction; while
 it writes, the next group gathers. A lone result waits at most `max_wait` seconds for company,
 so recording is batched without being delayed unboundedly. Rows are guarded in SQL (owner and
@@ -13,33 +14,41 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
-
-from dispatcher.outbox import Sent
+from typing import Any, Generic, TypeVar
 
 Row = dict[str, Any]
-# (sends, now): `now` is the injected clock (None in production: the database clock).
-Write = Callable[[Sequence[Sent], datetime | None], Awaitable[list[Row]]]
+T = TypeVar("T")
+# (results, now): `now` is the injected clock (None in production: the database clock).
+Write = Callable[[Sequence[T], datetime | None], Awaitable[list[Row]]]
 
 
-class Recorder:
-    """Batches `Sent` results into one write; `record()` returns the row written, or None when
-    the row was no longer ours."""
+class Recorder(Generic[T]):
+    """Batches results into one write; `record()` returns the row written for a result (the
+    row whose "id" is `key(result)`), or None when the row was no longer ours."""
 
-    def __init__(self, write: Write, *, max_rows: int, max_wait: float) -> None:
+    def __init__(
+        self,
+        write: Write[T],
+        *,
+        key: Callable[[T], object],
+        max_rows: int,
+        max_wait: float,
+    ) -> None:
         self.write = write
+        self.key = key
         self.max_rows = max(1, max_rows)
         self.max_wait = max_wait
-        self._waiting: list[tuple[Sent, datetime | None, asyncio.Future[Row | None]]] = []
+        self._waiting: list[tuple[T, datetime | None, asyncio.Future[Row | None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._full: asyncio.Future[None] | None = None
         self.writes = 0  # statements issued, for tests and the bench
 
-    async def record(self, sent: Sent, now: datetime | None = None) -> Row | None:
-        """Queue `sent` for the next write and wait for it (the write survives our cancellation)."""
+    async def record(self, result: T, now: datetime | None = None) -> Row | None:
+        """Queue `result` for the next write and wait for it (the write survives our
+        cancellation)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Row | None] = loop.create_future()
-        self._waiting.append((sent, now, done))
+        self._waiting.append((result, now, done))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._run())
         elif len(self._waiting) >= self.max_rows and self._full is not None:
@@ -82,4 +91,4 @@ class Recorder:
             ours = {r["id"]: r for r in rows}
             for s, _, fut in group:
                 if not fut.done():
-                    fut.set_result(ours.get(s.work.id))
+                    fut.set_result(ours.get(self.key(s)))

@@ -108,7 +108,7 @@ class Runner:
                 if works:
                     task = asyncio.create_task(self._batch(works))
                     self.batches.add(task)
-                    task.add_done_callback(self.batches.discard)
+                    task.add_done_callback(self._batch_done)
                 if len(works) < limit:  # nothing more due now: sleep until woken or paced
                     await self.wakeup.wait(await self._idle_wait())
         finally:
@@ -122,6 +122,11 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
         log.info("dispatcher stopped", extra={"action": "stopped", "owner": d.owner})
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self.batches.discard(task)
+        if self.webhooks is not None:
+            self.webhooks.nudge()  # the batch's status changes may have made deliveries
 
     async def _claim_failed(self, e: Exception) -> float:
         """Report a failed claim (a database outage once) and how long to wait before the next."""

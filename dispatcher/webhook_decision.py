@@ -6,6 +6,12 @@ other answer, no answer, a timeout or a refused address: tried again after a bac
 at 5 s and doubles to a cap of 1 h (less up to a quarter at random, so that the retries of one
 outage do not come back in step), until the retry window (WEBHOOK_RETRY_HOURS, 72 h) after the
 delivery was made; the last try is at the window's end, and a failure then gives up.
+
+A retry parks its endpoint: the endpoint's other deliveries wait for this one (the probe), for
+PARK_SECONDS and at least until `answer_by` (its retry plus the longest its answer may take), so a
+dead endpoint costs one POST per backoff step instead of one per pending delivery. A success
+releases them at once; a parked backlog that wakes with its endpoint still dead costs the POSTs in
+flight before the first failure parks it again.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ BACKOFF_FIRST_SECONDS: Final = 5.0
 BACKOFF_CAP_SECONDS: Final = 3600.0
 BACKOFF_JITTER: Final = 0.25
 GONE: Final = 410
+# How long a failing endpoint's other deliveries wait for its probe (the backoff's cap: a parked
+# backlog is rewritten at most this often), and the margin past the probe's POST before they may
+# come due.
+PARK_SECONDS: Final = BACKOFF_CAP_SECONDS
+PARK_MARGIN_SECONDS: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -86,3 +97,10 @@ def decide(
         return GiveUp(status, f"{reason}; gave up after {hours:g} h of retries")
     at = min(now + timedelta(seconds=backoff_seconds(attempt, rand)), deadline)
     return Retry(at, status, reason)
+
+
+def answer_by(retry_at: datetime, timeout_seconds: float) -> datetime:
+    """When the probe retried at `retry_at` has been answered: past the end of its POST
+    (`timeout_seconds`), with a margin; a failing endpoint's other deliveries wait at least until
+    then."""
+    return retry_at + timedelta(seconds=timeout_seconds + PARK_MARGIN_SECONDS)

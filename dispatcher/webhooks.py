@@ -10,7 +10,10 @@ Per claimed delivery: a disabled endpoint's delivery is dropped; otherwise `webh
 checks the address (no private, loopback or link-local one unless WEBHOOK_ALLOW_PRIVATE_URLS),
 signs and sends, and `webhook_decision.decide` turns the answer into a value that one guarded
 statement writes. 410 disables the endpoint at once; an endpoint that has failed for
-WEBHOOK_RETRY_HOURS is disabled and the operator alerted, in the same transaction.
+WEBHOOK_RETRY_HOURS is disabled and the operator alerted, in the same transaction. A failed attempt
+parks its endpoint (its other deliveries wait for this one's retry: webhook_decision.park_until),
+and a success releases it. Successes, the common case, are written in groups
+(dispatcher/recorder.py: webhook_deliveries_delivered), one statement for many slots.
 """
 
 from __future__ import annotations
@@ -19,18 +22,27 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-import httpx
+import aiohttp
 from psycopg import AsyncConnection, errors
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from dispatcher.webhook_decision import Delivered, Gone, Outcome, Retry, decide
+from dispatcher.recorder import Recorder
+from dispatcher.webhook_decision import (
+    PARK_SECONDS,
+    Delivered,
+    Gone,
+    Outcome,
+    Retry,
+    answer_by,
+    decide,
+)
 from dispatcher.webhook_http import post
 from shared import alerts, metrics
 from shared.config import Settings
@@ -63,6 +75,18 @@ class Delivery:
     enabled: bool
 
 
+@dataclass(frozen=True)
+class DeliveredRow:
+    """A 2xx answer to one claimed delivery, for the group write."""
+
+    work: Delivery
+    status: int
+
+
+# A lone success waits this long for others to share its write.
+RECORD_WAIT_SECONDS = 0.002
+
+
 @dataclass
 class WebhookStats:
     """What one run_once did."""
@@ -84,7 +108,7 @@ class WebhookWorker:
         settings: Settings,
         owner: str,
         *,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         resolve: Resolver = system_resolver,
         rand: Callable[[], float] = random.random,
         wall: Callable[[], float] = time.time,
@@ -102,6 +126,12 @@ class WebhookWorker:
             settings.dispatch_lease_seconds, settings.webhook_timeout_seconds * 3
         )
         self.held: dict[int, Delivery] = {}
+        self.recorder: Recorder[DeliveredRow] = Recorder(
+            self._write_delivered,
+            key=lambda row: row.work.id,
+            max_rows=settings.webhook_concurrency,
+            max_wait=RECORD_WAIT_SECONDS,
+        )
 
     # -- one iteration -----------------------------------------------------------------------
 
@@ -202,7 +232,46 @@ class WebhookWorker:
             extra["error"] = error
         level = logging.INFO if isinstance(outcome, Delivered) else logging.WARNING
         log.log(level, "webhook %s", name, extra=extra)
+        if isinstance(outcome, Delivered):
+            await self._delivered(work, outcome.status, stats, now)
+            return
         await self._settle(work, name, outcome.status, error, retry_at, stats, now)
+
+    async def _delivered(
+        self, work: Delivery, status: int, stats: WebhookStats, now: datetime | None
+    ) -> None:
+        """A success, written with the other slots' in one group write."""
+        row = await self.recorder.record(DeliveredRow(work, status), now)
+        if row is None:
+            self._stale(work, stats)
+            return
+        metrics.child(metrics.WEBHOOK_ATTEMPTS, "delivered").inc()
+        stats.count("delivered")
+
+    async def _write_delivered(
+        self, rows: Sequence[DeliveredRow], now: datetime | None
+    ) -> list[dict[str, Any]]:
+        params = {
+            "now": now,
+            "owner": self.owner,
+            "ids": [r.work.id for r in rows],
+            "attempts": [r.work.attempt for r in rows],
+            "statuses": [r.status for r in rows],
+        }
+
+        async def body(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(q("webhook_deliveries_delivered"), params)
+                return await cur.fetchall()
+
+        return await self._tx(body)
+
+    def _stale(self, work: Delivery, stats: WebhookStats) -> None:
+        log.info(
+            "webhook outcome not recorded: no longer ours",
+            extra={"action": "webhook_stale", "endpoint_id": work.endpoint_id},
+        )
+        stats.count("stale")
 
     async def _settle(
         self,
@@ -225,6 +294,12 @@ class WebhookWorker:
             "status": status,
             "error": error,
             "retry_at": retry_at,
+            "answer_by": (
+                None
+                if retry_at is None
+                else answer_by(retry_at, self.settings.webhook_timeout_seconds)
+            ),
+            "park_seconds": PARK_SECONDS,
         }
 
         async def body(conn: AsyncConnection[Any]) -> tuple[str, dict[str, Any] | None] | None:
@@ -258,11 +333,7 @@ class WebhookWorker:
 
         done = await self._tx(body)
         if done is None:
-            log.info(
-                "webhook outcome not recorded: no longer ours",
-                extra={"action": "webhook_stale", "endpoint_id": work.endpoint_id},
-            )
-            stats.count("stale")
+            self._stale(work, stats)
             return
         metrics.child(metrics.WEBHOOK_ATTEMPTS, outcome if outcome != "gone" else "failed").inc()
         stats.count(outcome)

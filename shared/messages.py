@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -147,8 +146,8 @@ async def enqueue(
     try:
         if conn.autocommit and conversation_id is None:
             # messages_enqueue is one statement, so atomic on its own: one round trip, no
-            # BEGIN/COMMIT (with a recipient limit, the locks pipelined before it share its
-            # implicit transaction and its round trip). A named conversation needs a transaction.
+            # BEGIN/COMMIT (with a recipient limit too: the statement takes the recipients'
+            # locks, which its commit releases). A named conversation needs a transaction.
             created = await write()
         else:
             async with conn.transaction():
@@ -201,9 +200,9 @@ async def enqueue_many(
         )
 
     if conn.autocommit and recipient_limit is not None and not _names_conversations(items):
-        # The locks and the statement in one implicit transaction and one round trip, as
-        # enqueue's. (Without a limit the batch keeps its explicit transaction: two round trips
-        # more per batch, nothing worth changing on its own.)
+        # The statement (which takes the recipients' locks) in its own implicit transaction: one
+        # round trip, as enqueue's. (Without a limit the batch keeps its explicit transaction: two
+        # round trips more per batch, nothing worth changing on its own.)
         created = await write()
     else:
         async with conn.transaction():
@@ -232,7 +231,7 @@ async def _write(
     recipient_limit: int | None = None,
 ) -> list[EnqueueResult]:
     """Run messages_enqueue, the one enqueue statement of both send paths, for `items`; with a
-    `recipient_limit`, after messages_lock_recipients in the same transaction."""
+    `recipient_limit`, the statement itself locks the key's recipients and counts their hour."""
     if idempotency_key is not None and len(items) != 1:
         raise ValueError("an idempotency key names one message")
     if recipient_limit is not None and api_key_id is None:
@@ -255,21 +254,7 @@ async def _write(
         "recipient_limit": recipient_limit,
     }
     async with conn.cursor(row_factory=dict_row) as cur:
-        if recipient_limit is None:
-            await cur.execute(q("messages_enqueue"), params)
-        else:
-            assert api_key_id is not None
-            locks = sorted({recipient_lock_key(api_key_id, item.to_number) for item in items})
-            # Both statements go out together and the block's closing Sync is the one round
-            # trip: in autocommit they share one implicit transaction, which that Sync commits
-            # (releasing the locks); inside a transaction it commits nothing. Fetching inside
-            # the block would cost a flush and a second round trip. An error of either statement
-            # is raised as the block closes, and their transaction is rolled back. One cursor
-            # for both (it keeps the last result, the enqueue's; the lock's is not wanted) costs
-            # less client CPU than a second one (measured: ~80 us a request).
-            async with conn.pipeline():
-                await cur.execute(q("messages_lock_recipients"), {"lock_keys": locks})
-                await cur.execute(q("messages_enqueue"), params)
+        await cur.execute(q("messages_enqueue"), params)
         rows = await cur.fetchall()
     # The statement answers the created messages, or the refused rows' 1-based ordinals and
     # writes nothing: (over_limit) messages_enqueue's `limited`, (opted_out) its `blocked`. The
@@ -287,12 +272,6 @@ async def _write(
 
 
 _RESULT_FIELDS: Final = tuple(f.name for f in fields(EnqueueResult) if f.name != "replayed")
-
-
-def recipient_lock_key(api_key_id: int, to_number: str) -> int:
-    """The advisory lock of one key's messages to one recipient: a signed 64-bit hash."""
-    digest = hashlib.blake2b(f"{api_key_id}:{to_number}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def _names_conversations(items: Sequence[NewMessage]) -> bool:

@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from dispatcher.webhook_http import session as webhook_session
 from dispatcher.webhooks import WebhookWorker
 from shared import apikeys
 from shared.config import Settings
@@ -213,7 +214,7 @@ def test_replay_requeues_what_failed_since_then_with_the_same_webhook_id(
 
     async def deliver() -> None:
         pool = await open_pool(settings.database_url, application_name="test", max_size=2)
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with webhook_session(2, settings.webhook_timeout_seconds) as http:
             allowing = dataclasses.replace(settings, webhook_allow_private_urls=True)
             worker = WebhookWorker(pool, allowing, "test:1:a", http=http, resolve=offline_resolver)
             assert (await worker.run_once()).outcomes == {"delivered": 1}

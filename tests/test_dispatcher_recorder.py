@@ -44,7 +44,7 @@ class _Writes:
 def test_concurrent_results_share_one_write() -> None:
     """Ten sends completing together are recorded by one statement; a lost row answers None."""
     writes = _Writes(lost=frozenset({3}))
-    recorder = Recorder(writes, max_rows=100, max_wait=0.01)
+    recorder = Recorder(writes, key=lambda s: s.work.id, max_rows=100, max_wait=0.01)
 
     async def go() -> list[dict[str, Any] | None]:
         return await asyncio.gather(*(recorder.record(_sent(i)) for i in range(10)))
@@ -57,7 +57,7 @@ def test_concurrent_results_share_one_write() -> None:
 def test_groups_are_bounded_by_max_rows_and_clock() -> None:
     """No write carries more than max_rows, and results with different injected clocks never mix."""
     writes = _Writes()
-    recorder = Recorder(writes, max_rows=4, max_wait=0.01)
+    recorder = Recorder(writes, key=lambda s: s.work.id, max_rows=4, max_wait=0.01)
     t = datetime(2026, 1, 2, tzinfo=UTC)
 
     async def go() -> None:
@@ -74,7 +74,7 @@ def test_groups_are_bounded_by_max_rows_and_clock() -> None:
 
 def test_a_failed_write_fails_every_waiter() -> None:
     """A database error reaches each send of the group (its batch then fails as before)."""
-    recorder = Recorder(_Writes(fail=True), max_rows=10, max_wait=0.0)
+    recorder = Recorder(_Writes(fail=True), key=lambda s: s.work.id, max_rows=10, max_wait=0.0)
 
     async def go() -> list[Any]:
         return await asyncio.gather(
@@ -89,7 +89,7 @@ def test_a_failed_write_fails_every_waiter() -> None:
 def test_idle_waits_for_the_write(max_wait: float) -> None:
     """idle() returns only once everything handed in has been written."""
     writes = _Writes()
-    recorder = Recorder(writes, max_rows=10, max_wait=max_wait)
+    recorder = Recorder(writes, key=lambda s: s.work.id, max_rows=10, max_wait=max_wait)
 
     async def go() -> None:
         task = asyncio.create_task(recorder.record(_sent(1)))

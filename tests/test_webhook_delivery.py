@@ -17,13 +17,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from uuid import UUID
 
-import httpx
 import psycopg
 import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from dispatcher import webhook_loop
+from dispatcher.webhook_http import session as webhook_session
 from dispatcher.webhook_loop import WebhookLoop
 from dispatcher.webhooks import WebhookStats, WebhookWorker
 from shared.config import Settings
@@ -199,7 +200,7 @@ def transition(db: psycopg.Connection[Any], message_id: UUID, before: str, after
 @asynccontextmanager
 async def webhook_worker(settings: Settings, **kwargs: Any) -> AsyncIterator[WebhookWorker]:
     pool = await open_pool(settings.database_url, application_name="test-webhooks", max_size=4)
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http:
+    async with webhook_session(16, settings.webhook_timeout_seconds) as http:
         try:
             yield WebhookWorker(pool, settings, "test-host:2:bbbb", http=http, **kwargs)
         finally:
@@ -423,6 +424,80 @@ def test_three_days_of_failure_fail_the_delivery_disable_the_endpoint_and_alert(
     assert "secret" not in json.dumps(alert["payload"]) and secret not in json.dumps(alert)
 
 
+def test_a_failing_endpoint_is_parked_behind_one_probe(
+    wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
+) -> None:
+    """The first failed attempt parks the endpoint for an hour: its other deliveries, and one
+    made afterwards, wait; meanwhile nothing else is POSTed, at the retry only the probe is, and
+    a failing probe does not rewrite the parked backlog again."""
+    key = api_key(db)
+    secret = new_secret()
+    endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503] * 5), secret)
+    mid = send_as(db_url, key)
+    transition(db, mid, "pending", "queued")
+    transition(db, mid, "queued", "sent")
+    transition(db, mid, "sent", "delivered")
+    one = dataclasses.replace(wh_settings, webhook_concurrency=1)
+    t0 = later(db)
+    # rand 0: the first retry is 5 s later exactly; the others wait an hour.
+    (first,) = deliver(one, t0, rand=lambda: 0.0)
+    assert first.outcomes == {"retry": 1}
+    hour = timedelta(seconds=3600)
+    (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
+    assert ep["parked_until"] == t0 + hour
+    transition(db, mid, "delivered", "read")  # made while parked: born waiting
+
+    def due() -> list[timedelta]:
+        got = rows(
+            db,
+            "SELECT next_attempt_at, updated_at FROM sms_outbox"
+            " WHERE kind = 'deliver_webhook' ORDER BY next_attempt_at",
+        )
+        return [d["next_attempt_at"] - t0 for d in got]
+
+    assert due() == [timedelta(seconds=5)] + [hour] * 3
+    stats = deliver(one, t0 + timedelta(seconds=1), t0 + timedelta(seconds=5), rand=lambda: 0.0)
+    assert [s.outcomes for s in stats] == [{}, {"retry": 1}]
+    assert len(receiver.at("/a")) == 2  # the probe, twice; the others never left
+    # The probe's next retry (15 s) is answered long before the hour: nothing more is parked.
+    assert due() == [timedelta(seconds=15)] + [hour] * 3
+    (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
+    assert ep["parked_until"] == t0 + hour
+
+
+def test_a_probe_that_succeeds_releases_the_parked_deliveries(
+    wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
+) -> None:
+    """The endpoint answers again: the probe's success makes every parked delivery due at once
+    (not at parked_until), and the endpoint is no longer parked."""
+    key = api_key(db)
+    secret = new_secret()
+    endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503]), secret)
+    mid = send_as(db_url, key)
+    transition(db, mid, "pending", "queued")
+    transition(db, mid, "queued", "sent")
+    transition(db, mid, "sent", "delivered")
+    one = dataclasses.replace(wh_settings, webhook_concurrency=1)
+    t0 = later(db)
+    at = t0 + timedelta(seconds=6)  # after the probe's retry (5 s), long before parked_until
+    stats = deliver(one, t0, at, at, at, at, rand=lambda: 0.0)
+    assert [s.outcomes for s in stats] == [
+        {"retry": 1},
+        {"delivered": 1},
+        {"delivered": 1},
+        {"delivered": 1},
+        {},
+    ]
+    assert types(receiver.at("/a")) == [
+        "message.queued",
+        "message.queued",
+        "message.sent",
+        "message.delivered",
+    ]
+    (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
+    assert ep["parked_until"] is None
+
+
 # -- who gets what ---------------------------------------------------------------------------
 
 
@@ -607,6 +682,47 @@ def test_the_loop_delivers_and_stops_when_told(
     assert types(receiver.at("/a")) == ["message.queued"]
     (delivery,) = rows(db, "SELECT state FROM sms_webhook_deliveries")
     assert delivery["state"] == "delivered"
+
+
+def test_a_nudge_claims_at_once_instead_of_at_the_next_poll(
+    wh_settings: Settings,
+    db: psycopg.Connection[Any],
+    db_url: str,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SMS loop nudges the webhook loop when a batch ends: an idle loop claims then, without
+    waiting for its poll (an hour here, so only the nudge can deliver in time)."""
+    monkeypatch.setattr(webhook_loop, "POLL_SECONDS", 3600.0)
+    key = api_key(db)
+    secret = new_secret()
+    add_endpoint(db, key, receiver.endpoint("/a", secret), secret)
+    mid = send_as(db_url, key)
+
+    async def go() -> None:
+        async with webhook_worker(wh_settings) as worker:
+            claims = 0
+            claim = worker.claim
+
+            async def counted(limit: int, *, now: datetime | None = None) -> list[Any]:
+                nonlocal claims
+                got = await claim(limit, now=now)
+                claims += 1
+                return got
+
+            worker.claim = counted  # type: ignore[method-assign]
+            stop = asyncio.Event()
+            loop = WebhookLoop(worker)
+            task = asyncio.create_task(loop.run(stop))
+            await eventually(lambda: claims == 1, "the first (empty) claim")
+            transition(db, mid, "pending", "queued")
+            loop.nudge()
+            await eventually(lambda: bool(receiver.at("/a")), "the delivery")
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(go())
+    assert types(receiver.at("/a")) == ["message.queued"]
 
 
 def test_a_delivery_in_flight_at_stop_is_handed_back_with_its_attempt(

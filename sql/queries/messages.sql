@@ -55,8 +55,8 @@ WHERE id = %(message_id)s;
 -- parameter each, whatever N is) and are unnested WITH ORDINALITY so the answer keeps the request's
 -- order. Foreign keys between the CTEs' rows are checked at the end of the statement, so they hold.
 -- Priority, send_at and expires_at ride along in the same arrays: no extra round trip.
--- recipient_limit is the key's recipient_hourly_limit (NULL: none; `limited` then reads nothing);
--- with one, the caller runs messages_lock_recipients first in the same transaction.
+-- recipient_limit is the key's recipient_hourly_limit (NULL: none; `limited` then locks and reads
+-- nothing).
 WITH args AS MATERIALIZED (
     -- The parameters the plan's estimates would depend on, behind a fence, so that every plan of
     -- this statement is the same whatever their values. psycopg prepares it, and PostgreSQL keeps
@@ -95,35 +95,29 @@ blocked AS (
                   WHERE s.phone_number = i.to_number
                     AND (s.sender_number = i.from_number OR s.sender_number IS NULL))
 ),
-limited AS (
+per_recipient AS (
+    -- Each recipient of the request once: how many of its rows go to it, and the first one's ordinal.
+    SELECT to_number, count(*)::int AS n, min(ord) AS ord
+    FROM input
+    GROUP BY to_number
+),
+limited AS MATERIALIZED (
     -- recipient_hourly_limit: the recipients this request would take past the limit, each with
     -- the ordinal of its first row: this key's outbound messages to them created in the trailing
     -- hour (transaction clock, as created_at), plus the request's own. One such recipient stops
     -- the whole statement, as `blocked` does, and the answer is then these ordinals (api/limits.py
-    -- asks messages_recipient_hour for Retry-After). The caller holds the (key, recipient) locks
-    -- (messages_lock_recipients, an earlier statement of this transaction), so this statement's
-    -- snapshot, taken after them, sees every message of whoever held them before. A NULL limit
-    -- filters out the one `args` row: nothing is counted.
-    SELECT a.to_number, a.ord
+    -- asks messages_recipient_hour for Retry-After). sms_recipients_over_limit (migration 0012)
+    -- takes the (key, recipient) locks and then counts in a snapshot of its own, taken after
+    -- them, so it sees every message of whoever held them before; they are held to the commit.
+    -- Called once (a function scan); a NULL limit locks and counts nothing.
+    SELECT p.to_number, p.ord
     FROM args
-    CROSS JOIN (SELECT to_number, count(*) AS n, min(ord) AS ord
-                FROM input
-                GROUP BY to_number) a
-    CROSS JOIN LATERAL (
-        -- sms_messages_to_idx (to_number, created_at) walks one recipient's hour, and the key
-        -- and direction filter those few rows. OFFSET 0 keeps them out of the scan: offered
-        -- api_key_id, the planner took sms_messages_key_created_idx whenever the statistics made
-        -- one key look rare (as when most messages have none), and walked every message of the
-        -- key's hour on each request (measured: +1 ms of database CPU a request at 500/s).
-        SELECT count(*) AS recent
-        FROM (SELECT m.api_key_id, m.direction
-              FROM sms_messages m
-              WHERE m.to_number = a.to_number
-                AND m.created_at > now() - interval '1 hour'
-              OFFSET 0) m
-        WHERE m.api_key_id = args.api_key_id AND m.direction = 'outbound'
-    ) r
-    WHERE args.recipient_limit IS NOT NULL AND r.recent + a.n > args.recipient_limit
+    CROSS JOIN LATERAL sms_recipients_over_limit(
+        args.api_key_id,
+        (SELECT array_agg(to_number ORDER BY to_number) FROM per_recipient),
+        (SELECT array_agg(n ORDER BY to_number) FROM per_recipient),
+        args.recipient_limit) AS o
+    JOIN per_recipient p ON p.to_number = o.to_number
 ),
 conversation AS (
     -- Find or create each (from, to) thread once. DO UPDATE (not DO NOTHING) returns the row in
@@ -245,17 +239,6 @@ FROM sms_messages
 WHERE id = %(id)s
   AND (%(owner)s::bigint IS NULL OR api_key_id = %(owner)s::bigint)
 FOR UPDATE;
-
--- name: messages_lock_recipients
--- recipient_hourly_limit: serialize the enqueues of one key to one recipient, for the rest of the
--- transaction. The lock keys (a hash of key id and recipient, made by shared/messages.py) come
--- sorted, and unnest yields them in order, so two requests that share recipients take the locks in
--- one order and never deadlock. Its own statement, pipelined with messages_enqueue into one
--- implicit transaction (shared/messages.py): the enqueue, run next, takes its snapshot after the
--- locks are held, so its count (`limited`) sees every message of whoever held them before; the
--- commit at the pipeline's sync releases them.
-SELECT count(pg_advisory_xact_lock(k))
-FROM unnest(%(lock_keys)s::bigint[]) AS k;
 
 -- name: messages_recipient_hour
 -- recipient_hourly_limit's Retry-After, asked only after messages_enqueue refused a request

@@ -55,6 +55,9 @@ ORDER BY c.id;
 -- failing): a busy endpoint, or a dead one with a deep backlog, is not one hot row that every
 -- settle of its deliveries rewrites and waits for.
 -- A delivery no longer pending (dropped by webhook_endpoints_disable meanwhile) keeps its state.
+-- Parking (migration 0013): a retry parks the endpoint's other deliveries for %(park_seconds)s
+-- (at least until %(answer_by)s, when this delivery's retry, the probe, has been answered); a
+-- success releases them (`moved` says how many).
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
@@ -92,6 +95,12 @@ delivery AS (
     WHERE d.id = ours.id AND d.state = 'pending'
     RETURNING d.id, d.endpoint_id
 ),
+was AS (
+    -- The endpoint as it was before this statement: parked or not.
+    SELECT w.id, w.parked_until
+    FROM sms_webhook_endpoints w
+    JOIN delivery ON w.id = delivery.endpoint_id
+),
 health AS (
     UPDATE sms_webhook_endpoints w
     SET last_success_at = CASE WHEN %(outcome)s::text = 'delivered' THEN clock.now
@@ -101,20 +110,119 @@ health AS (
         last_failure_at = CASE WHEN %(outcome)s::text = 'delivered' THEN w.last_failure_at
                                ELSE clock.now END,
         last_error = CASE WHEN %(outcome)s::text = 'delivered' THEN w.last_error
-                          ELSE %(error)s END
+                          ELSE %(error)s END,
+        parked_until = CASE
+                           WHEN %(outcome)s::text = 'delivered' THEN NULL
+                           WHEN %(outcome)s::text = 'retry'
+                                AND (w.parked_until IS NULL
+                                     OR w.parked_until < %(answer_by)s::timestamptz)
+                           THEN greatest(clock.now + make_interval(
+                                             secs => %(park_seconds)s::float8),
+                                         %(answer_by)s::timestamptz)
+                           ELSE w.parked_until END
     FROM delivery, clock
     WHERE w.id = delivery.endpoint_id AND %(outcome)s::text <> 'dropped'
       AND CASE WHEN %(outcome)s::text = 'delivered'
                THEN w.failing_since IS NOT NULL OR w.last_success_at IS NULL
                     OR w.last_success_at < clock.now - interval '1 second'
+                    OR w.parked_until IS NOT NULL
                ELSE w.failing_since IS NULL OR w.last_failure_at IS NULL
-                    OR w.last_failure_at < clock.now - interval '1 second' END
-    RETURNING w.id, w.failing_since
+                    OR w.last_failure_at < clock.now - interval '1 second'
+                    OR (%(outcome)s::text = 'retry'
+                        AND (w.parked_until IS NULL
+                             OR w.parked_until < %(answer_by)s::timestamptz)) END
+    RETURNING w.id, w.failing_since, w.parked_until
+),
+moved AS (
+    -- A retry parks the endpoint's other ready deliveries that would come due before this one's
+    -- answer (this one is the probe) until parked_until; a success releases every ready delivery
+    -- of a parked endpoint at once. Only a settle that wrote the endpoint row does it, so settles
+    -- of one endpoint take turns on that row instead of rewriting the same backlog together, and
+    -- a backlog is rewritten once per %(park_seconds)s, not once per probe.
+    UPDATE sms_outbox o
+    SET next_attempt_at = CASE WHEN %(outcome)s::text = 'retry' THEN h.parked_until
+                               ELSE clock.now END,
+        updated_at = clock.now
+    FROM health h
+    JOIN was ON was.id = h.id
+    JOIN sms_webhook_deliveries d ON d.endpoint_id = h.id AND d.state = 'pending'
+    CROSS JOIN clock
+    WHERE o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
+      AND o.id <> %(id)s
+      AND CASE %(outcome)s::text
+              WHEN 'retry' THEN was.parked_until IS DISTINCT FROM h.parked_until
+                                AND o.next_attempt_at < %(answer_by)s::timestamptz
+              WHEN 'delivered' THEN was.parked_until IS NOT NULL
+                                    AND o.next_attempt_at > clock.now
+              ELSE false END
+    RETURNING o.id
 )
-SELECT o.id AS delivery_id, d.endpoint_id, h.failing_since, (SELECT now FROM clock) AS now
+SELECT o.id AS delivery_id, d.endpoint_id, h.failing_since, (SELECT now FROM clock) AS now,
+       (SELECT count(*) FROM moved) AS moved
 FROM ours o
 LEFT JOIN delivery d ON d.id = o.id
 LEFT JOIN health h ON h.id = d.endpoint_id;
+
+-- name: webhook_deliveries_delivered
+-- webhook_deliveries_settle's `delivered` for many attempts at once (the webhook loop's group
+-- commit, dispatcher/recorder.py): each row still ours (owner, attempt, leased) leaves the outbox
+-- and its delivery is delivered; each endpoint among them is healthy again (written at most once
+-- a second, as the single settle does) and, if it was parked, its parked deliveries are due at
+-- once. The endpoints are locked in id order first, so two groups never deadlock on them. The
+-- answer: the outbox ids that were ours.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::int[])
+        AS t(id, attempt, status)
+),
+finished AS (
+    DELETE FROM sms_outbox o
+    USING input i
+    WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+      AND o.state = 'leased'
+    RETURNING o.id, o.webhook_delivery_id
+),
+delivery AS (
+    UPDATE sms_webhook_deliveries d
+    SET state = 'delivered', attempts = greatest(d.attempts, i.attempt), last_status = i.status,
+        last_error = NULL, delivered_at = clock.now
+    FROM finished f
+    JOIN input i ON i.id = f.id
+    CROSS JOIN clock
+    WHERE d.id = f.webhook_delivery_id AND d.state = 'pending'
+    RETURNING d.endpoint_id
+),
+was AS (
+    SELECT w.id, w.parked_until
+    FROM sms_webhook_endpoints w
+    WHERE w.id IN (SELECT endpoint_id FROM delivery)
+    ORDER BY w.id
+    FOR NO KEY UPDATE
+),
+health AS (
+    UPDATE sms_webhook_endpoints w
+    SET last_success_at = clock.now, failing_since = NULL, parked_until = NULL
+    FROM was, clock
+    WHERE w.id = was.id
+      AND (w.failing_since IS NOT NULL OR w.last_success_at IS NULL
+           OR w.last_success_at < clock.now - interval '1 second' OR w.parked_until IS NOT NULL)
+    RETURNING w.id
+),
+moved AS (
+    UPDATE sms_outbox o
+    SET next_attempt_at = clock.now, updated_at = clock.now
+    FROM health h
+    JOIN was ON was.id = h.id AND was.parked_until IS NOT NULL
+    JOIN sms_webhook_deliveries d ON d.endpoint_id = h.id AND d.state = 'pending'
+    CROSS JOIN clock
+    WHERE o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
+      AND o.next_attempt_at > clock.now
+    RETURNING o.id
+)
+SELECT f.id, (SELECT count(*) FROM moved) AS moved
+FROM finished f;
 
 -- name: webhook_deliveries_release
 -- Graceful stop: claimed deliveries not settled go back, due at once, their attempt returned.
