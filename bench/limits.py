@@ -77,7 +77,7 @@ def run(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str
     """args.runs turns of args.enqueue_seconds each per key."""
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         _, limited_key = apikeys.create_key_sync(conn, "bench-limits", limits=LIMITS)
-        history_seconds = growth.insert_history(conn, HISTORY)
+        history_seconds = growth.insert_history(conn, 0, HISTORY)
     say(f"  {HISTORY:,} messages of history written in {history_seconds:.0f} s")
     keys = {"unlimited": stack.api_key, "limited": limited_key}
     loads: dict[str, list[Load]] = {name: [] for name in keys}

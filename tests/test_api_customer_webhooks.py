@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from api.app import create_app
+from dispatcher.webhook_http import session as webhook_session
 from dispatcher.webhooks import WebhookWorker
 from shared import apikeys
 from shared.config import Settings
@@ -276,7 +277,7 @@ def test_a_test_event_goes_through_the_outbox_signed_to_the_sink(
 
     async def deliver() -> None:
         pool = await open_pool(settings.database_url, application_name="test", max_size=2)
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with webhook_session(2, settings.webhook_timeout_seconds) as http:
             allowing = dataclasses.replace(settings, webhook_allow_private_urls=True)
             worker = WebhookWorker(pool, allowing, "test:1:a", http=http, resolve=offline_resolver)
             stats = await worker.run_once()
