@@ -270,3 +270,39 @@ def test_migration_keeps_rows_written_before_it(db: psycopg.Connection[Any], db_
         ).fetchone()
         assert row is not None and row[0] > max(ids)
     db.execute("DROP DATABASE sms_before_0010")
+
+
+def test_prune_removes_finished_webhook_deliveries_older_than_the_cutoff(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """Delivered and failed deliveries made before the cutoff go; a newer finished one and an old
+    pending one (still outbox work) stay."""
+    key = db.execute(
+        "INSERT INTO sms_api_keys (name, key_sha256) VALUES ('k', md5('k') || md5('k!'))"
+        " RETURNING id"
+    ).fetchone()
+    assert key is not None
+    endpoint = db.execute(
+        "INSERT INTO sms_webhook_endpoints (api_key_id, url, secret) VALUES"
+        " (%s, 'https://hooks.example.com/a', 'whsec_' || repeat('A', 32)) RETURNING id",
+        (key[0],),
+    ).fetchone()
+    assert endpoint is not None
+
+    def delivery(state: str, days_ago: int) -> str:
+        row = db.execute(
+            "INSERT INTO sms_webhook_deliveries (endpoint_id, event_type, payload, occurred_at,"
+            " state, delivered_at, created_at) VALUES (%s, 'message.sent', '{}', now(), %s,"
+            " CASE WHEN %s = 'delivered' THEN now() END, now() - make_interval(days => %s))"
+            " RETURNING id",
+            (endpoint[0], state, state, days_ago),
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    gone = {delivery("delivered", 40), delivery("failed", 31)}
+    kept = {delivery("delivered", 29), delivery("pending", 40)}
+    pruned = _prune(db_url, timedelta(days=30))
+    assert pruned.webhook_deliveries == 2
+    left = {str(r[0]) for r in db.execute("SELECT id FROM sms_webhook_deliveries").fetchall()}
+    assert left == kept and not left & gone

@@ -192,7 +192,8 @@ async def prune(conn: AsyncConnection[Any], args: argparse.Namespace) -> int:
     pruned = await retention.prune(conn, age, batch=args.batch)
     print(
         f"pruned {pruned.messages} message(s) final for more than {args.older_than}"
-        f" and {pruned.orphan_events} unmatched callback(s); history: {pruned.days_dropped}"
+        f", {pruned.orphan_events} unmatched callback(s) and {pruned.webhook_deliveries}"
+        f" finished webhook delivery(ies); history: {pruned.days_dropped}"
         f" day(s) dropped, {pruned.days_kept} kept (events of messages that stay),"
         f" {pruned.days_made} made ahead",
         file=sys.stderr,

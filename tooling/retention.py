@@ -32,6 +32,7 @@ class Pruned:
     days_kept: int = 0
     days_made: int = 0
     days_seconds: float = 0.0  # time spent dropping (or keeping) the history days
+    webhook_deliveries: int = 0  # finished customer webhook deliveries
 
 
 async def prune(
@@ -44,8 +45,9 @@ async def prune(
     sms_message_events_drop_partition says so; such a day is kept for a later run). Then final
     messages that old go batch by batch, each batch its own short transaction; messages with
     outbox work (their own or their alert's) are kept, and their remaining events go with them.
-    Callbacks for unknown messages that old go too. Conversations stay (they are small and get
-    reused). Per-key quota windows older than two days go whatever `older_than` says (they are
+    Callbacks for unknown messages that old go too, and so do finished webhook deliveries made
+    that long ago (pending ones are outbox work and stay). Conversations stay (they are small and
+    get reused). Per-key quota windows older than two days go whatever `older_than` says (they are
     spent). Before all that, the next DAYS_AHEAD days of history are made ready.
     """
     if batch < 1:
@@ -76,18 +78,19 @@ async def prune(
                 extra={"action": "prune_partition_kept", "partition": day},
             )
     days_seconds = time.monotonic() - started
-    messages = events = 0
-    for name in ("messages_prune", "events_prune_orphans"):
+    removed_by: dict[str, int] = {}
+    for name in ("messages_prune", "events_prune_orphans", "webhook_deliveries_prune"):
+        removed_by[name] = 0
         while True:
             async with conn.transaction():
                 cur = await conn.execute(q(name), {"older_than": older_than, "batch": batch})
                 removed = len(await cur.fetchall())
-            if name == "messages_prune":
-                messages += removed
-            else:
-                events += removed
+            removed_by[name] += removed
             if removed < batch:
                 break
+    messages = removed_by["messages_prune"]
+    events = removed_by["events_prune_orphans"]
+    deliveries = removed_by["webhook_deliveries_prune"]
     async with conn.transaction():
         await conn.execute(q("api_key_usage_prune"), {"older_than": USAGE_KEPT})
     log.info(
@@ -96,10 +99,13 @@ async def prune(
             "action": "prune",
             "messages": messages,
             "orphan_events": events,
+            "webhook_deliveries": deliveries,
             "days_dropped": dropped,
             "days_kept": kept,
             "days_made": made,
             "duration_ms": round(days_seconds * 1000),
         },
     )
-    return Pruned(messages, events, dropped, kept, made, days_seconds)
+    return Pruned(
+        messages, events, dropped, kept, made, days_seconds, webhook_deliveries=deliveries
+    )

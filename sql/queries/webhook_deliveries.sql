@@ -293,3 +293,15 @@ again AS (
 INSERT INTO sms_outbox (kind, webhook_delivery_id)
 SELECT 'deliver_webhook', again.id FROM again
 RETURNING webhook_delivery_id;
+
+-- name: webhook_deliveries_prune
+-- Retention (smsctl prune): finished deliveries (delivered or failed) made more than older_than
+-- ago, one batch, oldest first (sms_webhook_deliveries_finished_idx). Pending ones stay: they are
+-- outbox work, and a disabled endpoint's replay (`smsctl webhooks replay --since`) reads only
+-- what is still here.
+DELETE FROM sms_webhook_deliveries
+WHERE id IN (SELECT id FROM sms_webhook_deliveries
+             WHERE state <> 'pending' AND created_at < now() - %(older_than)s::interval
+             ORDER BY created_at
+             LIMIT %(batch)s)
+RETURNING id;

@@ -11,7 +11,6 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,23 +23,12 @@ from tests.api_support import LiveServer
 from tests.dispatch_support import running
 from tests.fixtures_sim import CallbackListener, SimHandle, sim_environ
 from tests.webhook_support import offline_resolver
+from tooling.screenshots import CHROMIUM, LAUNCH_ARGS  # the same browser, launched alike
 
-CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = (
     "chromium not found at /usr/bin/chromium: install it with `sudo apt-get install -y chromium` "
     "to run the ops console's browser tests"
 )
-# Headless, and nothing that reaches past loopback (updates, sync, QUIC probes).
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WIDE = {"width": 1280, "height": 900}
 NARROW = {"width": 390, "height": 844}
 
