@@ -306,3 +306,23 @@ def test_prune_removes_finished_webhook_deliveries_older_than_the_cutoff(
     assert pruned.webhook_deliveries == 2
     left = {str(r[0]) for r in db.execute("SELECT id FROM sms_webhook_deliveries").fetchall()}
     assert left == kept and not left & gone
+
+
+def test_a_timeline_reads_only_the_days_since_its_message_was_created(
+    db: psycopg.Connection[Any],
+) -> None:
+    """events_timeline is bounded by the message's creation: a day partition older than the
+    message is never scanned (run-time partition pruning), though it exists."""
+    old_day = _day(db, 40)
+    message = _message(db, days_ago=0, final=False)
+    plan = "\\n".join(
+        str(row[0])
+        for row in db.execute(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + q("events_timeline"),
+            {"message_id": message},
+        ).fetchall()
+    )
+    scanned = [line for line in plan.splitlines() if old_day in line]
+    assert all("never executed" in line for line in scanned) or not scanned, plan
+    rows = db.execute(q("events_timeline"), {"message_id": message}).fetchall()
+    assert [r[1] for r in rows] == ["created"]

@@ -1,11 +1,14 @@
 -- sms_message_events: the append-only history (timeline, callbacks, sweeps, doubles, retention).
 
 -- name: events_timeline
--- A message's history in insertion order, served by sms_message_events_message_idx (message_id, id).
+-- A message's history in insertion order, served by sms_message_events_message_idx (message_id, id)
+-- of each day partition since the message was created: its events never precede its creation, so
+-- the bound on occurred_at prunes the older days (0010) instead of probing every one of them.
 SELECT id, event_type, attempt, from_status, to_status, provider, provider_sid, error_code,
        error_category, detail, occurred_at
 FROM sms_message_events
 WHERE message_id = %(message_id)s
+  AND occurred_at >= (SELECT m.created_at FROM sms_messages m WHERE m.id = %(message_id)s)
 ORDER BY id;
 
 -- name: events_prune_orphans
