@@ -58,6 +58,10 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) ## Measure enqueue and dispatch against this machine's limits and pgqueuer (writes bench/results/latest.json)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+.PHONY: profile
+profile: $(BENCH_STAMP) ## Flame graphs (py-spy) of the API under the enqueue load and of the dispatcher draining (bench/results/profile-*.svg)
+	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
+
 .PHONY: chaos
 chaos: $(BENCH_STAMP) ## Fault harness: inject faults under load, count lost/doubled/stuck messages (CHAOS_ARGS=--quick for CI)
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
