@@ -200,6 +200,7 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
     stack.start_api()
     loads: dict[int, list[enqueue.Load]] = {16: [], 64: []}
     bench_rates: list[float] = []
+    minimal_rates: list[float] = []
     pgq_rates: list[float] = []
     for r in range(args.runs):
         for c, runs in loads.items():
@@ -212,6 +213,12 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
         tps, found = enqueue.pgbench(stack, clients=16, seconds=secs, workdir=stack.workdir)
         problems += found
         bench_rates.append(tps)
+        least, found = enqueue.pgbench(
+            stack, clients=16, seconds=secs, workdir=stack.workdir, minimal=True
+        )
+        problems += found
+        minimal_rates.append(least)
+        say(f"  run {r + 1}: pgbench minimal write (message + outbox row) {least:,.0f}/s")
         peer.clear(url)
         rate = asyncio.run(peer.enqueue(url, tasks=16, seconds=secs))
         peer.clear(url)
@@ -225,6 +232,11 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
         s["p99_ms"] = spread([x.latency["p99_ms"] for x in runs], 2)
         out[f"api_c{c}"] = s
     out["pgbench_c16"] = spread(bench_rates)
+    out["pgbench_minimal_c16"] = spread(minimal_rates)
+    # How many times the least durable write (one message + one outbox row) ours costs.
+    out["write_amplification"] = ratio(
+        out["pgbench_minimal_c16"]["median"], out["pgbench_c16"]["median"]
+    )
     out["pgqueuer_c16"] = spread(pgq_rates)
     api16 = out["api_c16"]["median"]
     out["enqueue_ratio"] = ratio(api16, out["pgbench_c16"]["median"])
@@ -411,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flat = {
         "enqueue_ratio": e.get("enqueue_ratio"),
         "enqueue_vs_pgqueuer": e.get("enqueue_vs_pgqueuer"),
+        "write_amplification": e.get("write_amplification"),
         "api_c16_p99_ms": e.get("api_c16", {}).get("p99_ms", {}).get("median"),
         "dispatch_vs_pgqueuer": d.get("dispatch_vs_pgqueuer"),
         "latency_efficiency": d.get("latency_efficiency"),

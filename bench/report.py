@@ -364,6 +364,12 @@ def table(result: dict[str, Any]) -> str:
                 "enqueue_ratio " + _mark(t, "enqueue_ratio"),
             ),
             (
+                "  pgbench, minimal write (message + outbox row), 16 clients",
+                _rate(e.get("pgbench_minimal_c16")),
+                f"write_amplification {e.get('write_amplification')}"
+                " (minimal / ours: how many times the least durable write ours costs)",
+            ),
+            (
                 "  pgqueuer single-job enqueue, 16 tasks",
                 _rate(e.get("pgqueuer_c16")),
                 "enqueue_vs_pgqueuer " + _mark(t, "enqueue_vs_pgqueuer"),
