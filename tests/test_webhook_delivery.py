@@ -34,6 +34,7 @@ from shared.messages import enqueue
 from shared.operations import cancel
 from shared.providers.base import header
 from shared.providers.inbound import InboundMessage
+from shared.queries import q
 from shared.status import apply_update
 from shared.webhook_events import MESSAGE_DATA_FIELDS, envelope, message_data
 from shared.webhook_signing import new_secret
@@ -463,6 +464,31 @@ def test_a_failing_endpoint_is_parked_behind_one_probe(
     assert due() == [timedelta(seconds=15)] + [hour] * 3
     (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
     assert ep["parked_until"] == t0 + hour
+
+
+def test_enabling_an_endpoint_again_unparks_it(
+    wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
+) -> None:
+    """An endpoint disabled while parked (its last probe set parked_until an hour ahead) and
+    enabled again gets its next event at once, not when the old parking would have ended."""
+    key = api_key(db)
+    secret = new_secret()
+    endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret), secret)
+    db.execute(
+        "UPDATE sms_webhook_endpoints SET enabled = false, disabled_reason = 'test',"
+        " disabled_at = now(), parked_until = now() + interval '1 hour' WHERE id = %s",
+        (endpoint,),
+    )
+    db.execute(q("webhook_endpoints_enable"), {"id": endpoint, "owner": None})
+    mid = send_as(db_url, key)
+    transition(db, mid, "pending", "queued")
+    (row,) = rows(
+        db,
+        "SELECT o.next_attempt_at <= now() AS due, w.parked_until FROM sms_outbox o"
+        " JOIN sms_webhook_deliveries d ON d.id = o.webhook_delivery_id"
+        " JOIN sms_webhook_endpoints w ON w.id = d.endpoint_id",
+    )
+    assert row["due"] and row["parked_until"] is None
 
 
 def test_a_probe_that_succeeds_releases_the_parked_deliveries(

@@ -100,8 +100,9 @@ RETURNING w.id;
 
 -- name: webhook_endpoints_enable
 -- Enable an endpoint again (after a 410 or WEBHOOK_RETRY_HOURS of failures), healthy as new:
--- failing_since restarts, so the first failure after this is not taken for days of them. Only
--- events from now on are fanned out to it; `smsctl webhooks replay` sends the missed ones.
+-- failing_since restarts, so the first failure after this is not taken for days of them, and it is
+-- no longer parked (0013), so new events go at once. Only events from now on are fanned out to
+-- it; `smsctl webhooks replay` sends the missed ones.
 -- The row is locked first, so the answer says whether it was enabled before this statement.
 WITH before AS (
     SELECT w.id, w.enabled
@@ -111,7 +112,8 @@ WITH before AS (
 ),
 enabled AS (
     UPDATE sms_webhook_endpoints w
-    SET enabled = true, disabled_reason = NULL, disabled_at = NULL, failing_since = NULL
+    SET enabled = true, disabled_reason = NULL, disabled_at = NULL, failing_since = NULL,
+        parked_until = NULL
     FROM before
     WHERE w.id = before.id AND NOT before.enabled
     RETURNING w.id
