@@ -57,7 +57,7 @@ ORDER BY c.id;
 -- A delivery no longer pending (dropped by webhook_endpoints_disable meanwhile) keeps its state.
 -- Parking (migration 0013): a retry parks the endpoint's other deliveries for %(park_seconds)s
 -- (at least until %(answer_by)s, when this delivery's retry, the probe, has been answered); a
--- success releases them (`moved` says how many).
+-- success releases them.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
@@ -157,8 +157,7 @@ moved AS (
               ELSE false END
     RETURNING o.id
 )
-SELECT o.id AS delivery_id, d.endpoint_id, h.failing_since, (SELECT now FROM clock) AS now,
-       (SELECT count(*) FROM moved) AS moved
+SELECT o.id AS delivery_id, d.endpoint_id, h.failing_since, (SELECT now FROM clock) AS now
 FROM ours o
 LEFT JOIN delivery d ON d.id = o.id
 LEFT JOIN health h ON h.id = d.endpoint_id;
@@ -221,7 +220,7 @@ moved AS (
       AND o.next_attempt_at > clock.now
     RETURNING o.id
 )
-SELECT f.id, (SELECT count(*) FROM moved) AS moved
+SELECT f.id
 FROM finished f;
 
 -- name: webhook_deliveries_release
