@@ -82,8 +82,10 @@ VIEWS: Final[Mapping[str, tuple[str, ...]]] = {
     "sms_webhook_health": (API, DISPATCHER),
 }
 # Functions a process calls itself (EXECUTE is revoked from PUBLIC below; triggers need none):
-# messages_enqueue counts the recipient limit through sms_recipients_over_limit (0012).
+# messages_enqueue calls sms_messages_enqueue (0014), which counts the recipient limit through
+# sms_recipients_over_limit (0012) as the caller.
 FUNCTIONS: Final[Mapping[str, tuple[str, ...]]] = {
+    "sms_messages_enqueue": (API,),
     "sms_recipients_over_limit": (API,),
 }
 # Columns the read-only role does not see: webhook signing secrets (they would let a reader sign

@@ -52,135 +52,22 @@ WHERE id = %(message_id)s;
 -- many (POST /sms/send/batch) in one statement, so one round trip. Run as one transaction (the
 -- caller's, or on its own in autocommit): every thread, message, outbox row and 'created' event
 -- exists together with all the others, or none does. The rows come in as parallel arrays (one bind
--- parameter each, whatever N is) and are unnested WITH ORDINALITY so the answer keeps the request's
--- order. Foreign keys between the CTEs' rows are checked at the end of the statement, so they hold.
--- Priority, send_at and expires_at ride along in the same arrays: no extra round trip.
--- recipient_limit is the key's recipient_hourly_limit (NULL: none; `limited` then locks and reads
--- nothing).
-WITH args AS MATERIALIZED (
-    -- The parameters the plan's estimates would depend on, behind a fence, so that every plan of
-    -- this statement is the same whatever their values. psycopg prepares it, and PostgreSQL keeps
-    -- the one generic plan only while the custom plans it tries first cost no less: with the
-    -- values in sight, one row's arrays and a NULL recipient_limit (which prunes `limited`) made
-    -- every custom plan cheaper, so each execution was planned anew (measured: about twice the
-    -- statement's server CPU, limit or no limit).
-    SELECT %(from_numbers)s::text[] AS from_numbers, %(to_numbers)s::text[] AS to_numbers,
-           %(bodies)s::text[] AS bodies, %(providers)s::text[] AS providers,
-           %(segments)s::int[] AS segments, %(encodings)s::text[] AS encodings,
-           %(idempotency_keys)s::text[] AS idempotency_keys,
-           %(request_hashes)s::text[] AS request_hashes, %(priorities)s::text[] AS priorities,
-           %(send_ats)s::timestamptz[] AS send_ats, %(expires_ats)s::timestamptz[] AS expires_ats,
-           %(api_key_id)s::bigint AS api_key_id, %(recipient_limit)s::int AS recipient_limit
-),
-input AS (
-    -- Materialized once (it is read several times and calls a volatile function): each message's id
-    -- is made here, so the final SELECT can join the inserted rows back to their position.
-    SELECT gen_random_uuid() AS id, t.*
-    FROM args,
-         unnest(args.from_numbers, args.to_numbers, args.bodies, args.providers, args.segments,
-                args.encodings, args.idempotency_keys, args.request_hashes, args.priorities,
-                args.send_ats, args.expires_ats)
-         WITH ORDINALITY AS t(from_number, to_number, body, provider, segments, encoding,
-                              idempotency_key, request_hash, priority, send_at, expires_at, ord)
-),
-blocked AS (
-    -- Rows whose recipient opted out of their sender, or of every sender (sms_suppressions, read
-    -- through the leading phone_number of sms_suppressions_once). One of them stops the whole
-    -- statement: every INSERT below writes only when there is none, and the answer is then the
-    -- blocked rows' ordinals instead of messages (all or nothing, as a batch is). A suppression
-    -- committed after this statement's snapshot is the claim's to catch (outbox_claim_due).
-    SELECT i.ord
-    FROM input i
-    WHERE EXISTS (SELECT 1 FROM sms_suppressions s
-                  WHERE s.phone_number = i.to_number
-                    AND (s.sender_number = i.from_number OR s.sender_number IS NULL))
-),
-per_recipient AS (
-    -- Each recipient of the request once: how many of its rows go to it, and the first one's ordinal.
-    SELECT to_number, count(*)::int AS n, min(ord) AS ord
-    FROM input
-    GROUP BY to_number
-),
-limited AS MATERIALIZED (
-    -- recipient_hourly_limit: the recipients this request would take past the limit, each with
-    -- the ordinal of its first row: this key's outbound messages to them created in the trailing
-    -- hour (transaction clock, as created_at), plus the request's own. One such recipient stops
-    -- the whole statement, as `blocked` does, and the answer is then these ordinals (api/limits.py
-    -- asks messages_recipient_hour for Retry-After). sms_recipients_over_limit (migration 0012)
-    -- takes the (key, recipient) locks and then counts in a snapshot of its own, taken after
-    -- them, so it sees every message of whoever held them before; they are held to the commit.
-    -- Called once (a function scan); a NULL limit locks and counts nothing.
-    SELECT p.to_number, p.ord
-    FROM args
-    CROSS JOIN LATERAL sms_recipients_over_limit(
-        args.api_key_id,
-        (SELECT array_agg(to_number ORDER BY to_number) FROM per_recipient),
-        (SELECT array_agg(n ORDER BY to_number) FROM per_recipient),
-        args.recipient_limit) AS o
-    JOIN per_recipient p ON p.to_number = o.to_number
-),
-conversation AS (
-    -- Find or create each (from, to) thread once. DO UPDATE (not DO NOTHING) returns the row in
-    -- both cases and moves last_message_at; a second first message of the same new pair waits on
-    -- the unique index for the first one's commit and then lands on the same row. One multi-row
-    -- ON CONFLICT DO UPDATE may not touch a row twice, hence DISTINCT. Sorted, so two concurrent
-    -- batches lock shared threads in the same order and cannot deadlock on them.
-    INSERT INTO sms_conversations AS c (from_number, to_number)
-    SELECT DISTINCT from_number, to_number
-    FROM input
-    WHERE NOT EXISTS (SELECT 1 FROM blocked) AND NOT EXISTS (SELECT 1 FROM limited)
-    ORDER BY from_number, to_number
-    ON CONFLICT (from_number, to_number) DO UPDATE
-    SET last_message_at = greatest(c.last_message_at, now())
-    RETURNING c.id, c.from_number, c.to_number
-),
-message AS (
-    -- UNIQUE (api_key_id, idempotency_key) makes the second of two concurrent requests with one
-    -- key fail here with a unique violation, which the caller turns into a replay or a 409. A
-    -- batch refuses the header (api/batch.py), so its rows carry NULL keys and hashes.
-    INSERT INTO sms_messages (id, conversation_id, from_number, to_number, body, provider,
-                              segments, encoding, api_key_id, idempotency_key, request_hash,
-                              request_id, priority, send_at, expires_at)
-    SELECT i.id, c.id, i.from_number, i.to_number, i.body, i.provider, i.segments, i.encoding,
-           %(api_key_id)s, i.idempotency_key, i.request_hash, %(request_id)s, i.priority,
-           i.send_at, i.expires_at
-    FROM input i
-    JOIN conversation c ON c.from_number = i.from_number AND c.to_number = i.to_number
-    WHERE NOT EXISTS (SELECT 1 FROM blocked) AND NOT EXISTS (SELECT 1 FROM limited)
-    RETURNING id, conversation_id, from_number, to_number, provider, segments, encoding,
-              created_at, request_hash, priority, send_at, expires_at
-),
-outbox AS (
-    -- Due at send_at, or at once; the claim reads everything it needs here without touching
-    -- sms_messages (sms_outbox_pace_idx: sender, priority, next_attempt_at). The priority number
-    -- is the word's place in ('high', 'normal', 'low'), as shared.validation.PRIORITIES orders
-    -- them and messages_requeue maps them too.
-    INSERT INTO sms_outbox (kind, message_id, provider, sender, priority, cost, expires_at,
-                            next_attempt_at)
-    SELECT 'send_sms', message.id, message.provider, message.from_number,
-           array_position(ARRAY['high', 'normal', 'low'], message.priority) - 1,
-           message.segments, message.expires_at, coalesce(message.send_at, now())
-    FROM message
-),
-created AS (
-    INSERT INTO sms_message_events (message_id, event_type, to_status, provider)
-    SELECT message.id, 'created', 'pending', message.provider
-    FROM message
-)
--- Either the messages created, or the refusals: (opted_out) the blocked ordinals and (over_limit)
--- the first ordinal of each recipient over recipient_hourly_limit.
-SELECT m.id, m.conversation_id, m.from_number, m.to_number, m.provider, m.segments, m.encoding,
-       m.created_at, m.request_hash, m.priority, m.send_at, m.expires_at, i.ord,
-       false AS opted_out, false AS over_limit
-FROM message m
-JOIN input i ON i.id = m.id
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, b.ord, true, false
-FROM blocked b
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.ord, false, true
-FROM limited o
-ORDER BY ord;
+-- parameter each, whatever N is); the answer keeps the request's order (`ord`, 1-based): either
+-- the messages created, or the refusals and nothing written: (opted_out) the rows whose recipient
+-- opted out of their sender, (over_limit) the first row of each recipient the request would take
+-- past recipient_limit, the key's recipient_hourly_limit (NULL: none).
+-- The statement itself is sms_messages_enqueue (migration 0014), a PL/pgSQL function, because
+-- PL/pgSQL keeps its plan per server connection: behind a transaction-pooling PgBouncer nothing
+-- is prepared (shared/db.py), and the statement, sent as it is, was parsed and planned on every
+-- request (about 1 ms; enqueue through PgBouncer at 0.79 of direct). This call is short to plan.
+SELECT id, conversation_id, from_number, to_number, provider, segments, encoding, created_at,
+       request_hash, priority, send_at, expires_at, ord, opted_out, over_limit
+FROM sms_messages_enqueue(
+    %(from_numbers)s::text[], %(to_numbers)s::text[], %(bodies)s::text[], %(providers)s::text[],
+    %(segments)s::int[], %(encodings)s::text[], %(idempotency_keys)s::text[],
+    %(request_hashes)s::text[], %(priorities)s::text[], %(send_ats)s::timestamptz[],
+    %(expires_ats)s::timestamptz[], %(api_key_id)s::bigint, %(request_id)s::text,
+    %(recipient_limit)s::int);
 
 -- name: messages_by_idempotency_key
 -- Served by the UNIQUE (api_key_id, idempotency_key) index: the message a key already created.
