@@ -32,6 +32,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "pace_refused_429": ("<=", 0.0),
     "priority_high_max_ms": ("<=", 1000.0),
     "claim_pace_ratio": ("<=", 1.5),
+    "claim_idle_ratio": ("<=", 1.2),
     # Issue 13: a key with all three limits set sends at least 90 % as fast as one without
     # (median over runs of the two keys' turns divided).
     "limits_ratio": (">=", 0.9),
@@ -231,6 +232,11 @@ def _claim_rows(c: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[s
             "  no pacing: pre-pacing claim, same rows",
             f"p50 {u['p50_ms']:.2f} ms, p99 {u['p99_ms']:.2f} ms",
             f"median of {c['claims_each']} committed claims each, alternating",
+        ),
+        (
+            f"  the paced claim with {c.get('idle_senders', 0):,} idle senders more",
+            f"p50 {c['idle_paced_ms']['p50_ms']:.2f} ms, p99 {c['idle_paced_ms']['p99_ms']:.2f} ms",
+            "claim_idle_ratio " + _mark(t, "claim_idle_ratio"),
         ),
     ]
 
