@@ -222,7 +222,7 @@ def _claim_rows(c: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[s
     if not c:
         return []
     p, u = c["paced_ms"], c["unpaced_ms"]
-    return [
+    rows = [
         (
             f"claim of {c['claim_limit']}, {c['senders']:,} paced senders, {c['due_rows']:,} due",
             f"p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms",
@@ -233,12 +233,17 @@ def _claim_rows(c: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[s
             f"p50 {u['p50_ms']:.2f} ms, p99 {u['p99_ms']:.2f} ms",
             f"median of {c['claims_each']} committed claims each, alternating",
         ),
-        (
-            f"  the paced claim with {c.get('idle_senders', 0):,} idle senders more",
-            f"p50 {c['idle_paced_ms']['p50_ms']:.2f} ms, p99 {c['idle_paced_ms']['p99_ms']:.2f} ms",
-            "claim_idle_ratio " + _mark(t, "claim_idle_ratio"),
-        ),
     ]
+    idle = c.get("idle_paced_ms")
+    if idle:
+        rows.append(
+            (
+                f"  the paced claim with {c.get('idle_senders', 0):,} idle senders more",
+                f"p50 {idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms",
+                "claim_idle_ratio " + _mark(t, "claim_idle_ratio"),
+            )
+        )
+    return rows
 
 
 def _limits_rows(lim: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
