@@ -1,4 +1,4 @@
--- 0014: the claim walks only senders with work queued. Until now outbox_claim_due visited senders
+-- 0015: the claim walks only senders with work queued. Until now outbox_claim_due visited senders
 -- in pace order over sms_senders_pace_idx and probed each for due work, so every registered
 -- number whose allowance was unspent (every idle one) cost every claim a probe: 10,000 idle
 -- numbers made a claim of 100 cost 7 times as much (bench claim, claim_idle_ratio). The claim now
