@@ -437,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pace_refused_429": pc.get("refused_429"),
         "priority_high_max_ms": pr.get("max_ms"),
         "claim_pace_ratio": c.get("claim_pace_ratio"),
+        "claim_idle_ratio": c.get("claim_idle_ratio"),
         "limits_ratio": lim.get("limits_ratio"),
         "webhook_vs_dispatch_ratio": wh.get("webhook_vs_dispatch_ratio"),
         "dead_endpoint_latency_ratio": wh.get("dead_endpoint_latency_ratio"),

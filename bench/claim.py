@@ -6,7 +6,9 @@ issue 12 (bench_claim_unpaced: the first 100 due rows by next_attempt_at, FOR UP
 leased in the same statement, no sender read or written) with the index on next_attempt_at it
 scanned, created here for it. Each claim takes 100 rows and commits (autocommit: statement, fetch
 and commit are timed). `claim_pace_ratio = paced_p50 / unpaced_p50`. One EXPLAIN ANALYZE of each
-(rolled back) says where the time goes.
+(rolled back) says where the time goes. Then the paced claims again with 10,000 more senders
+registered that have nothing queued: `claim_idle_ratio = idle_p50 / paced_p50` (goal <= 1.2: a
+claim visits only senders with work in the outbox).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from shared.queries import q
 LIMIT = 100
 WARMUP = 5  # claims of each kind before the timed ones (caches, plans)
 TOP_NODES = 6  # plan nodes reported, by time spent in the node itself
+IDLE_SENDERS = 10_000  # registered numbers with nothing queued, for claim_idle_ratio
 
 
 def say(text: str) -> None:
@@ -37,16 +40,28 @@ def numbers(count: int) -> list[str]:
     return [f"+1332555{k:04d}" for k in range(count)]
 
 
-def _params(owner: str) -> dict[str, Any]:
-    return {"now": None, "owner": owner, "limit": LIMIT, "lease_seconds": 60.0}
+def _params(owner: str, after: str = "") -> dict[str, Any]:
+    return {"now": None, "owner": owner, "limit": LIMIT, "lease_seconds": 60.0, "after": after}
 
 
-def _claim(conn: psycopg.Connection[Any], query: str, owner: str) -> tuple[float, int]:
-    """One committed claim: (seconds, rows)."""
+class Walk:
+    """Where the next paced claim starts, as the dispatcher keeps it (Outbox.walk_from)."""
+
+    after = ""
+
+
+def _claim(
+    conn: psycopg.Connection[Any], query: str, owner: str, walk: Walk | None = None
+) -> tuple[float, int]:
+    """One committed claim: (seconds, rows). With `walk`, the claim starts where the last one
+    stopped and moves it on (the paced claim's round robin over senders)."""
     t0 = time.perf_counter()
     with conn.cursor() as cur:
-        cur.execute(query, _params(owner))
+        cur.execute(query, _params(owner, walk.after if walk else ""))
         rows = cur.fetchall()
+        names = [c.name for c in cur.description or []]
+        if walk is not None and rows and "walk_end" in names:
+            walk.after = rows[0][names.index("walk_end")]
     return time.perf_counter() - t0, len(rows)
 
 
@@ -121,6 +136,8 @@ def run(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str
     paced_q, unpaced_q = q("outbox_claim_due"), seed.bq("bench_claim_unpaced")
     paced: list[float] = []
     unpaced: list[float] = []
+    idle_paced: list[float] = []
+    walk = Walk()
     short = 0
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         seed.clear_messages(conn)
@@ -130,14 +147,23 @@ def run(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str
         conn.execute("VACUUM ANALYZE sms_outbox, sms_senders, sms_messages")
         try:
             for i in range(WARMUP + args.claim_runs):
-                for query, owner, times in (
-                    (paced_q, "bench:paced", paced),
-                    (unpaced_q, "bench:unpaced", unpaced),
+                for query, owner, times, w in (
+                    (paced_q, "bench:paced", paced, walk),
+                    (unpaced_q, "bench:unpaced", unpaced, None),
                 ):
-                    seconds, got = _claim(conn, query, owner)
+                    seconds, got = _claim(conn, query, owner, w)
                     short += got != LIMIT
                     if i >= WARMUP:
                         times.append(seconds)
+            # The same paced claims with IDLE_SENDERS more numbers registered that have nothing
+            # queued (a ghost number per user): the walk must not visit them.
+            conn.execute(seed.bq("bench_idle_senders"), {"count": IDLE_SENDERS})
+            conn.execute("VACUUM ANALYZE sms_senders")
+            for i in range(WARMUP + args.claim_runs):
+                seconds, got = _claim(conn, paced_q, "bench:paced", walk)
+                short += got != LIMIT
+                if i >= WARMUP:
+                    idle_paced.append(seconds)
             plans = {
                 "paced": explain(conn, paced_q, "bench:explain"),
                 "unpaced": explain(conn, unpaced_q, "bench:explain"),
@@ -149,9 +175,10 @@ def run(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str
             # Its 1,000 senders go too: the claim's walk visits every sender whose pace allows a
             # send, due work or not, so idle ones left here slowed every later group's drains.
             conn.execute("DELETE FROM sms_senders WHERE phone_number = ANY(%s)", (senders,))
+            conn.execute(seed.bq("bench_idle_senders_drop"))
     if short:
         problems.append(f"claim cost: {short} claims got fewer than {LIMIT} rows")
-    p, u = latency_ms(paced), latency_ms(unpaced)
+    p, u, idle = latency_ms(paced), latency_ms(unpaced), latency_ms(idle_paced)
     out: dict[str, Any] = {
         "senders": len(senders),
         "due_rows": rows,
@@ -162,6 +189,9 @@ def run(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str
         "paced_ms": p,
         "unpaced_ms": u,
         "claim_pace_ratio": ratio(p["p50_ms"], u["p50_ms"]),
+        "idle_senders": IDLE_SENDERS,
+        "idle_paced_ms": idle,
+        "claim_idle_ratio": ratio(idle["p50_ms"], p["p50_ms"]),
         "leased_after": int(state[0]) if state else None,
         "due_after": int(state[1]) if state else None,
         "explain": plans,
@@ -174,6 +204,7 @@ def run(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str
     }
     say(
         f"  claim of {LIMIT}: paced p50 {p['p50_ms']} ms, unpaced p50 {u['p50_ms']} ms,"
-        f" ratio {out['claim_pace_ratio']}"
+        f" ratio {out['claim_pace_ratio']}; with {IDLE_SENDERS:,} idle senders more:"
+        f" p50 {idle['p50_ms']} ms, ratio {out['claim_idle_ratio']}"
     )
     return out

@@ -206,7 +206,13 @@ def claim_latencies(
     registered at seed.UNPACED_MPS and `burst` (the claim takes only senders' rows), so the pace
     never holds a row back."""
     seed.seed_messages(conn, queued, tag, sender=SENDER, burst=burst)
-    params = {"now": None, "owner": "bench:growth", "limit": CLAIM_LIMIT, "lease_seconds": 60.0}
+    params = {
+        "now": None,
+        "owner": "bench:growth",
+        "limit": CLAIM_LIMIT,
+        "lease_seconds": 60.0,
+        "after": "",
+    }
     query = q("outbox_claim_due")
     times: list[float] = []
     short = 0

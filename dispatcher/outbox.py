@@ -60,6 +60,7 @@ class Work:
     priority: str | None = None  # high | normal | low (send work)
     expires_at: datetime | None = None  # not handed to a provider after this
     suppressed: bool = False  # the recipient opted out of this sender since it was queued
+    walk_end: str | None = None  # the sender the claim's walk stopped at: where the next one starts
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Outbox:
         self.pool = pool
         self.owner = owner
         self.settings = settings
+        # Where the next claim's walk over senders starts (round robin; outbox_claim_due).
+        self.walk_from = ""
 
     async def _tx(self, body: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
         """Run `body` in one transaction, again if it lost a deadlock or serialization race."""
@@ -109,6 +112,7 @@ class Outbox:
             "owner": self.owner,
             "limit": limit,
             "lease_seconds": self.settings.dispatch_lease_seconds,
+            "after": self.walk_from,
         }
 
         async def body(conn: AsyncConnection[Any]) -> list[Work]:
@@ -116,7 +120,10 @@ class Outbox:
                 await cur.execute(q("outbox_claim_due"), params)
                 return await cur.fetchall()
 
-        return await self._tx(body)
+        works = await self._tx(body)
+        if works and works[0].walk_end is not None:
+            self.walk_from = works[0].walk_end
+        return works
 
     async def start(self, works: Sequence[Work], *, now: datetime | None = None) -> set[int]:
         """Commit "attempt N started" for `works`; the ids that are still ours and may be sent."""

@@ -13,7 +13,7 @@ from dispatcher.outbox import Outbox, Sent
 from shared.config import Settings
 from shared.db import open_pool
 from shared.queries import q
-from tests.dispatch_support import enqueue_messages, later, outbox_rows, recipients
+from tests.dispatch_support import enqueue_messages, ensure_sender, later, outbox_rows, recipients
 
 OTHER_FROM = "+15005550009"
 
@@ -21,7 +21,7 @@ OTHER_FROM = "+15005550009"
 def _claim(conn: psycopg.Connection[Any], owner: str, limit: int, now: Any = None) -> list[int]:
     rows = conn.execute(
         q("outbox_claim_due"),
-        {"now": now, "owner": owner, "limit": limit, "lease_seconds": 60.0},
+        {"now": now, "owner": owner, "limit": limit, "lease_seconds": 60.0, "after": ""},
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -170,3 +170,65 @@ def test_a_lost_lease_overwrites_nothing(
     ).fetchone()
     assert row == ("queued", "SMfresh")
     assert outbox_rows(db) == []
+
+
+def _rows_read(plan: dict[str, Any], relation: str) -> float:
+    """Rows a plan read from `relation`, over every loop, those its filters dropped included."""
+    own = 0.0
+    if plan.get("Relation Name") == relation:
+        loops = plan.get("Actual Loops", 1)
+        own = (plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)) * loops
+    return own + sum(_rows_read(p, relation) for p in plan.get("Plans", []))
+
+
+def test_idle_senders_cost_the_claim_nothing(db_url: str, db: psycopg.Connection[Any]) -> None:
+    """Registered senders with nothing queued are never visited: a claim among 300 idle numbers
+    (a ghost number per user) reads only the sender that has work."""
+    for k in range(300):
+        ensure_sender(db, f"+1555010{k:04d}")
+    enqueue_messages(db_url, recipients(1))
+    params = {"now": later(db), "owner": "x", "limit": 100, "lease_seconds": 60.0, "after": ""}
+    with db.transaction(force_rollback=True):
+        [[plan]] = db.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + q("outbox_claim_due"), params
+        ).fetchone()
+    assert plan["Plan"]["Actual Rows"] == 1
+    assert _rows_read(plan["Plan"], "sms_senders") <= 4
+
+
+def test_claims_take_senders_in_turn(
+    db_url: str, db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """Each claim starts its walk where the last one stopped: two senders with deep backlogs are
+    served in turn, although the first in number order could fill every claim by itself."""
+    ensure_sender(db, OTHER_FROM)
+    enqueue_messages(db_url, recipients(4))
+    enqueue_messages(db_url, recipients(4, start=100), from_number=OTHER_FROM)
+    t0 = later(db)
+
+    async def go() -> list[set[str | None]]:
+        pool = await open_pool(db_url, application_name="test", min_size=1, max_size=2)
+        try:
+            outbox = Outbox(pool, "x", settings)
+            return [{w.from_number for w in await outbox.claim(2, now=t0)} for _ in range(4)]
+        finally:
+            await pool.close()
+
+    first, second, third, fourth = asyncio.run(go())
+    assert len(first) == 1 and first == third
+    assert len(second) == 1 and second == fourth and second != first
+
+
+def test_pace_wait_reads_only_senders_with_work(db_url: str, db: psycopg.Connection[Any]) -> None:
+    """The dispatcher's wait for the next allowance (after a short claim) reads only the senders
+    that have work queued, however many idle numbers are registered."""
+    for k in range(300):
+        ensure_sender(db, f"+1555010{k:04d}")
+    enqueue_messages(db_url, recipients(1))
+    with db.transaction(force_rollback=True):
+        [[plan]] = db.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + q("senders_next_allowance"), {"now": later(db)}
+        ).fetchone()
+    assert _rows_read(plan["Plan"], "sms_senders") <= 2
+    [seconds] = db.execute(q("senders_next_allowance"), {"now": later(db)}).fetchone()
+    assert seconds is not None and seconds < 0  # the sender may send now

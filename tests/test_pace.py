@@ -47,7 +47,7 @@ def claim(db: psycopg.Connection[Any], now: datetime, *, limit: int = 100) -> li
     with db.cursor(row_factory=dict_row) as cur:
         cur.execute(
             q("outbox_claim_due"),
-            {"now": now, "owner": "t", "limit": limit, "lease_seconds": 600.0},
+            {"now": now, "owner": "t", "limit": limit, "lease_seconds": 600.0, "after": ""},
         )
         return cur.fetchall()
 

@@ -149,6 +149,17 @@ CREATE INDEX IF NOT EXISTS bench_outbox_next_attempt_idx ON sms_outbox (next_att
 -- name: bench_unpaced_index_drop
 DROP INDEX IF EXISTS bench_outbox_next_attempt_idx;
 
+-- name: bench_idle_senders
+-- Claim cost with idle senders: %(count)s registered numbers with nothing queued (+1332111NNNNNN),
+-- never used: owed longer than any busy sender, and before them in number order.
+INSERT INTO sms_senders (phone_number, provider, mps, burst)
+SELECT '+1332111' || lpad(k::text, 6, '0'), 'twilio', 1, 1
+FROM generate_series(0, %(count)s - 1) AS k
+ON CONFLICT (phone_number) DO NOTHING;
+
+-- name: bench_idle_senders_drop
+DELETE FROM sms_senders WHERE phone_number LIKE '+1332111%%';
+
 -- name: bench_claim_unpaced
 -- Claim cost, "no pacing": the dispatcher's claim as it was before issue 12 (outbox_claim_due at
 -- commit d902328), unchanged but for its name: the first %(limit)s due rows by next_attempt_at

@@ -46,10 +46,10 @@ ORDER BY lease_owner;
 -- %(owner)s, and spends each sender's pace on the sends it takes (README, "Pace, schedules,
 -- validity and quiet hours").
 --
--- * Sends are taken per sender: `ready` locks the senders that have allowance now and due work
---   (FOR NO KEY UPDATE SKIP LOCKED: two claimers never spend one allowance, and a claimer passes a
---   sender another one holds; NO KEY so enqueues are never blocked), those longest owed first.
---   For each, sms_outbox_pace_idx yields its due rows in priority order, as many as the allowance
+-- * Sends are taken per sender: `walk` finds and locks the senders that have allowance now and due
+--   work (FOR NO KEY UPDATE SKIP LOCKED: two claimers never spend one allowance, and a claimer
+--   passes a sender another one holds; NO KEY so enqueues are never blocked), round robin from
+--   %(after)s; the answer's `walk_end` is where the next claim should start. For each, sms_outbox_pace_idx yields its due rows in priority order, as many as the allowance
 --   could pay for; `admitted` keeps the prefix whose segments fit (a sender idle for long enough
 --   may send one message larger than its burst). A sender's backlog therefore costs the claim one
 --   short index scan, however deep it is, and never stands in front of another sender's work.
@@ -68,56 +68,67 @@ paused AS (
     FROM sms_provider_pauses p
     WHERE p.paused_until > (SELECT now FROM clock)
 ),
-walk (phone_number, pace_tat, due, total, steps) AS (
-    -- The senders this claim takes from, found one at a time in sms_senders_pace_idx order (owed
-    -- longest first) and only as far as needed: each step seeks the next sender after the last
-    -- one that has allowance now, and counts its due sends (up to what its allowance and the
-    -- claim could take: at most %(limit)s index entries); the walk stops once their due sends fill
-    -- the claim, or after %(limit)s senders. Naming the three priorities makes each
-    -- sms_outbox_pace_idx scan three range scans that end at the due time, never passing over
-    -- leased or scheduled rows. A sender's deep backlog costs its step no more than the claim
-    -- can take, and a claim takes many rows from few senders when their pace allows. Each step
-    -- locks the sender it takes (FOR NO KEY UPDATE SKIP LOCKED): a sender another claimer holds
-    -- is passed for the next one, so no two claimers spend one allowance, and enqueues (which
-    -- never lock a sender) are never blocked. The walk starts from a row before every sender.
-    SELECT ''::text, '-infinity'::timestamptz, 0::bigint, 0::numeric, 0
+walk (phone_number, wrapped, due, total, steps, mps, idle, tat, allowance) AS (
+    -- The senders this claim takes from: only senders with work in the outbox are visited (a
+    -- sender with nothing queued costs no claim anything, however many numbers are registered),
+    -- one at a time in number order, round robin from %(after)s (the caller passes where its last
+    -- claim stopped, `walk_end`, so every sender with due work gets its turn), wrapping round once.
+    -- Each step seeks the next sender in sms_outbox_pace_idx (one index descent), then, if its
+    -- allowance is not spent, counts its due sends (up to what its allowance and the claim could
+    -- take: at most %(limit)s index entries; naming the three priorities makes it three range scans
+    -- that end at the due time, never passing over leased or scheduled rows) and locks it (FOR NO
+    -- KEY UPDATE SKIP LOCKED: a sender another claimer holds is passed, so no two claimers spend
+    -- one allowance, and enqueues, which never lock a sender, are never blocked). The walk stops
+    -- once the due sends it found fill the claim, or when it is back where it started. A sender's
+    -- deep backlog costs its step no more than the claim can take.
+    SELECT %(after)s::text, false, 0::bigint, 0::numeric, 0, NULL::numeric, NULL::boolean,
+           NULL::timestamptz, NULL::int
     UNION ALL
-    SELECT n.phone_number, n.pace_tat, n.due, w.total + n.due, w.steps + 1
-    FROM walk w,
-         LATERAL (
-             SELECT s.phone_number, s.pace_tat, d.due
-             FROM sms_senders s, clock c,
-                  LATERAL (
-                      SELECT count(*) AS due
-                      FROM (SELECT 1 FROM sms_outbox o, paused z
-                            WHERE o.sender = s.phone_number
-                              AND o.priority = ANY ('{0,1,2}'::smallint[])
-                              AND o.next_attempt_at <= c.now
-                              AND o.provider <> ALL (z.providers)
-                            LIMIT least(greatest(floor(s.burst - extract(epoch FROM
-                                  greatest(s.pace_tat, c.now) - c.now) * s.mps), 1), %(limit)s)
-                           ) t
-                  ) d
-             WHERE (s.pace_tat, s.phone_number) > (w.pace_tat, w.phone_number)
-               AND s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
-               AND d.due > 0
-             ORDER BY s.pace_tat, s.phone_number
-             LIMIT 1
-             FOR NO KEY UPDATE OF s SKIP LOCKED
-         ) n
-    WHERE w.total < %(limit)s AND w.steps < %(limit)s
+    SELECT nx.phone_number, nx.wrapped, coalesce(t.due, 0), w.total + coalesce(t.due, 0),
+           w.steps + 1, t.mps, t.idle, t.tat, t.allowance
+    FROM walk w
+    CROSS JOIN LATERAL (
+        SELECT z.phone_number, z.wrapped
+        FROM ((SELECT o.sender AS phone_number, w.wrapped
+               FROM sms_outbox o
+               WHERE o.sender IS NOT NULL AND o.sender > w.phone_number
+               ORDER BY o.sender
+               LIMIT 1)
+              UNION ALL
+              (SELECT o.sender, true
+               FROM sms_outbox o
+               WHERE o.sender IS NOT NULL AND NOT w.wrapped
+               ORDER BY o.sender
+               LIMIT 1)) z
+        LIMIT 1
+    ) nx
+    LEFT JOIN LATERAL (
+        -- The sender's allowance, read from the row as locked.
+        SELECT d.due, s.mps, s.pace_tat <= c.now AS idle, greatest(s.pace_tat, c.now) AS tat,
+               floor(s.burst - extract(epoch FROM greatest(s.pace_tat, c.now) - c.now) * s.mps)::int
+                   AS allowance
+        FROM sms_senders s, clock c,
+             LATERAL (
+                 SELECT count(*) AS due
+                 FROM (SELECT 1 FROM sms_outbox o, paused z
+                       WHERE o.sender = s.phone_number
+                         AND o.priority = ANY ('{0,1,2}'::smallint[])
+                         AND o.next_attempt_at <= c.now
+                         AND o.provider <> ALL (z.providers)
+                       LIMIT least(greatest(floor(s.burst - extract(epoch FROM
+                             greatest(s.pace_tat, c.now) - c.now) * s.mps), 1), %(limit)s)
+                      ) t
+             ) d
+        WHERE s.phone_number = nx.phone_number
+          AND s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
+          AND d.due > 0
+        FOR NO KEY UPDATE OF s SKIP LOCKED
+    ) t ON true
+    WHERE w.total < %(limit)s AND NOT (nx.wrapped AND nx.phone_number > %(after)s::text)
 ),
 ready AS MATERIALIZED (
-    -- The walked senders (already ours: locked by the walk), their allowance read from the
-    -- locked row.
-    SELECT s.phone_number, s.mps, s.pace_tat <= c.now AS idle,
-           greatest(s.pace_tat, c.now) AS tat,
-           floor(s.burst - extract(epoch FROM greatest(s.pace_tat, c.now) - c.now) * s.mps)::int
-               AS allowance
-    FROM sms_senders s, clock c
-    WHERE s.phone_number IN (SELECT phone_number FROM walk WHERE steps > 0)
-      AND s.pace_tat <= c.now + make_interval(secs => ((s.burst - 1) / s.mps)::float8)
-    FOR NO KEY UPDATE OF s SKIP LOCKED
+    -- The senders the walk took (locked by it), with their allowance.
+    SELECT phone_number, mps, idle, tat, allowance FROM walk WHERE due > 0
 ),
 picked AS (
     SELECT r.phone_number, r.tat, r.mps, r.idle, r.allowance, x.id, x.cost, x.priority,
@@ -156,6 +167,8 @@ paced AS (
     FROM (SELECT phone_number, min(tat) AS tat, sum(cost) AS spent
           FROM admitted GROUP BY phone_number) t
     WHERE s.phone_number = t.phone_number
+      -- By the primary key, never a scan of every registered number.
+      AND s.phone_number = ANY (ARRAY(SELECT phone_number FROM admitted))
 ),
 due AS (
     SELECT id, rescued FROM admitted
@@ -184,6 +197,7 @@ SELECT c.id, c.kind, c.attempts AS attempt, c.lease_expires_at, c.claimed_at, c.
        m.from_number, m.to_number, m.body, m.delivery_status, m.conversation_id, m.request_id,
        c.last_error_code, c.last_error_category, c.last_error, m.segments, m.provider_sid,
        c.reconcile_misses, m.priority, c.expires_at,
+       (SELECT phone_number FROM walk ORDER BY steps DESC LIMIT 1) AS walk_end,
        -- The recipient opted out of this sender (or of all) since the message was queued.
        EXISTS (SELECT 1 FROM sms_suppressions s
                WHERE s.phone_number = m.to_number

@@ -96,15 +96,31 @@ WHERE phone_number = %(phone_number)s
 -- How long until the first sender with due work has a segment of allowance again (negative: one
 -- has it now, e.g. a claimer held its lock). The dispatcher sleeps that long after a claim that
 -- came back short, rather than the whole poll interval. NULL: no due send is waiting.
-WITH clock AS (
+-- Only senders with work in the outbox are read (one sms_outbox_pace_idx descent each, as the
+-- claim's walk): registered numbers with nothing queued cost nothing.
+WITH RECURSIVE clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+present (sender, seconds) AS (
+    SELECT ''::text, NULL::float8
+    UNION ALL
+    SELECT nx.sender,
+           (SELECT extract(epoch FROM greatest(s.pace_tat, c.now)
+                           - make_interval(secs => ((s.burst - 1) / s.mps)::float8) - c.now)
+            FROM sms_senders s, clock c
+            WHERE s.phone_number = nx.sender
+              AND EXISTS (SELECT 1 FROM sms_outbox o
+                          WHERE o.sender = s.phone_number
+                            AND o.priority = ANY ('{0,1,2}'::smallint[])
+                            AND o.next_attempt_at <= c.now
+                            AND NOT EXISTS (SELECT 1 FROM sms_provider_pauses p
+                                            WHERE p.provider = o.provider
+                                              AND p.paused_until > c.now)))::float8
+    FROM present w
+    CROSS JOIN LATERAL (SELECT o.sender
+                        FROM sms_outbox o
+                        WHERE o.sender IS NOT NULL AND o.sender > w.sender
+                        ORDER BY o.sender
+                        LIMIT 1) nx
 )
-SELECT extract(epoch FROM min(greatest(s.pace_tat, c.now)
-                              - make_interval(secs => ((s.burst - 1) / s.mps)::float8))
-                      - min(c.now))
-           AS seconds
-FROM sms_senders s, clock c
-WHERE EXISTS (SELECT 1 FROM sms_outbox o
-              WHERE o.sender = s.phone_number AND o.next_attempt_at <= c.now
-                AND NOT EXISTS (SELECT 1 FROM sms_provider_pauses p
-                                WHERE p.provider = o.provider AND p.paused_until > c.now));
+SELECT min(seconds) AS seconds FROM present;

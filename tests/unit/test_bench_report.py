@@ -46,7 +46,12 @@ def result() -> dict[str, Any]:
         "bound_segments": 10.0,
         "refused_429": 0,
     }
-    flat = {"pace_rate_ratio": 0.99, "claim_pace_ratio": 2.0, "priority_high_max_ms": 120.0}
+    flat = {
+        "pace_rate_ratio": 0.99,
+        "claim_pace_ratio": 2.0,
+        "claim_idle_ratio": 1.05,
+        "priority_high_max_ms": 120.0,
+    }
     return {
         "machine": {
             "cpus": 2,
@@ -80,6 +85,8 @@ def result() -> dict[str, Any]:
             "claims_each": 200,
             "paced_ms": {"p50_ms": 10.0, "p99_ms": 20.0},
             "unpaced_ms": {"p50_ms": 5.0, "p99_ms": 9.0},
+            "idle_senders": 10000,
+            "idle_paced_ms": {"p50_ms": 10.5, "p99_ms": 21.0},
         },
         "memory": {},
     }
@@ -95,6 +102,8 @@ def test_table_shows_pace_priority_and_claim_rows() -> None:
     assert "priority_high_max_ms 120 (target <= 1000: met)" in text
     assert "claim_pace_ratio 2 (target <= 1.5: MISSED)" in text
     assert "no pacing: pre-pacing claim, same rows" in text
+    assert "the paced claim with 10,000 idle senders more" in text
+    assert "claim_idle_ratio 1.05 (target <= 1.2: met)" in text
 
 
 def test_limits_rows_show_both_keys_and_the_ratio() -> None:
