@@ -7,6 +7,7 @@ enqueue statement ran (sms_messages.created_at), when its row was claimed (the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,6 @@ from bench.dispatch import check_simulator
 from bench.enqueue import api_headers, send_body
 from bench.loadgen import open_loop
 from bench.stack import Stack
-
 
 # Stage -> seconds, per message. The last three add up to the end-to-end latency; the claim can
 # come before the client has read its 202 (the wake-up is sent at the commit), so 202 -> claim may
@@ -106,5 +106,5 @@ def _stages(
     ).fetchall()
     for body, created, claimed, started in rows:
         times = (created, replied[body], claimed, started, at_sim[body])
-        for stage, (a, b) in zip(STAGES, zip(times, times[1:], strict=False), strict=True):
+        for stage, (a, b) in zip(STAGES, itertools.pairwise(times), strict=True):
             out.setdefault(stage, []).append(b - a)
