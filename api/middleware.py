@@ -1,5 +1,8 @@
 """Per-request context: the X-Request-ID, one access log line, and the error boundary.
 
+The access line is the request's only INFO line when it goes well: what the handler did (the
+message it created, a replay) is added to it with shared.logs.annotate.
+
 An exception no handler answered ends here, once: a database that cannot be reached (whatever
 psycopg or psycopg_pool raised, translated by shared.db.unavailable) is the 503
 `database_unavailable` with Retry-After; anything else is the last-resort 500.
@@ -18,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import database_unavailable, error_response
 from shared.db import DatabaseUnavailable, unavailable
-from shared.logs import mask_number, request_id_var
+from shared.logs import mask_number, request_fields_var, request_id_var
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_ID = 200
@@ -55,6 +58,8 @@ class RequestContext:
         request_id = request_id_from(Headers(scope=scope))
         scope.setdefault("state", {})[_REQUEST_ID_KEY] = request_id
         token = request_id_var.set(request_id)
+        fields: dict[str, object] = {}
+        fields_token = request_fields_var.set(fields)
         started = time.monotonic()
         status = 500
         response_started = False
@@ -88,8 +93,10 @@ class RequestContext:
                     "path": _loggable_path(scope),
                     "status": status,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                    **fields,
                 },
             )
+            request_fields_var.reset(fields_token)
             request_id_var.reset(token)
 
 

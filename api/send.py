@@ -21,7 +21,7 @@ from api.payload import read_json_object
 from api.references import check_references
 from api.state import state
 from shared import messages, metrics
-from shared.logs import mask_number
+from shared.logs import annotate, mask_number
 from shared.messages import EnqueueResult
 from shared.validation import IDEMPOTENCY_HEADER, Problem, check_idempotency_key, parse_send
 
@@ -122,13 +122,11 @@ async def send_sms(request: Request) -> JSONResponse:
 
 
 def _log_replay(result: EnqueueResult) -> None:
-    log.info(
-        "idempotent replay",
-        extra={
-            "action": "idempotent_replay",
-            "message_id": str(result.id),
-            "conversation_id": str(result.conversation_id),
-            "to": mask_number(result.to_number),
-            "provider": result.provider,
-        },
+    # In the request's access line (shared.logs.annotate), not a line of its own.
+    annotate(
+        outcome="idempotent_replay",
+        message_id=str(result.id),
+        conversation_id=str(result.conversation_id),
+        to=mask_number(result.to_number),
+        provider=result.provider,
     )

@@ -255,10 +255,22 @@ def run_e2e(
     p50: list[float] = []
     p99: list[float] = []
     achieved: list[float] = []
+    stage_p50: dict[str, list[float]] = {}
+    stage_p99: dict[str, list[float]] = {}
     for r in range(args.runs):
+        stages: dict[str, list[float]] = {}
         lat, got, found = e2e.run(
-            stack, rate=rate, seconds=args.e2e_seconds, tag=f"e2e{r}", drain_timeout=args.timeout
+            stack,
+            rate=rate,
+            seconds=args.e2e_seconds,
+            tag=f"e2e{r}",
+            drain_timeout=args.timeout,
+            stages=stages,
         )
+        for stage, seconds in stages.items():
+            each = latency_ms(seconds)
+            stage_p50.setdefault(stage, []).append(each["p50_ms"])
+            stage_p99.setdefault(stage, []).append(each["p99_ms"])
         problems += found
         summary = latency_ms(lat)
         p50.append(summary["p50_ms"])
@@ -272,6 +284,11 @@ def run_e2e(
         "achieved_rate": spread(achieved),
         "p50_ms": spread(p50, 2),
         "p99_ms": spread(p99, 2),
+        "stages": {
+            stage: {"p50_ms": spread(stage_p50[stage], 2), "p99_ms": spread(stage_p99[stage], 2)}
+            for stage in e2e.STAGES
+            if stage in stage_p50
+        },
     }
 
 

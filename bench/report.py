@@ -398,6 +398,10 @@ def table(result: dict[str, Any]) -> str:
             ),
             ("end-to-end p99", _ms(x.get("p99_ms")), _mark(t, "e2e_p99_ms")),
         ]
+        rows += [
+            (f"  stage: {stage}", f"p50 {_ms(st['p50_ms'])}", f"p99 {_ms(st['p99_ms'])}")
+            for stage, st in x.get("stages", {}).items()
+        ]
     rows += _pace_rows(result.get("pace", {}), t)
     rows += _priority_rows(result.get("priority", {}), t)
     rows += _claim_rows(result.get("claim", {}), t)

@@ -136,6 +136,7 @@ class Outbox:
                 "owner": self.owner,
                 "ids": [w.id for w in works],
                 "attempts": [w.attempt for w in works],
+                "claimed": [w.claimed_at for w in works],
             },
         )
         return {r["id"] for r in rows}

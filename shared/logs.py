@@ -14,7 +14,23 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
 
+# Set per HTTP request by the API's middleware: what the request did (a message created, a replay),
+# written in that request's one access line instead of a line of its own (`annotate`).
+request_fields_var: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "request_fields", default=None
+)
+
 _unmasked = False
+
+
+def annotate(**fields: object) -> bool:
+    """Add `fields` to the current HTTP request's access line; False outside a request (the caller
+    then logs a line of its own)."""
+    found = request_fields_var.get()
+    if found is None:
+        return False
+    found.update(fields)
+    return True
 
 
 def mask_number(number: str | None) -> str | None:

@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
 from shared.errors import SmsOutboxError
-from shared.logs import mask_number
+from shared.logs import annotate, mask_number
 from shared.queries import q
 from shared.segments import count_segments
 from shared.validation import DEFAULT_PRIORITY
@@ -210,10 +210,8 @@ async def enqueue_many(
             for index, (item, row) in enumerate(zip(items, created, strict=True)):
                 if item.conversation_id is not None and row.conversation_id != item.conversation_id:
                     raise BatchConversationMismatch(index, item.conversation_id)
-    log.info(
-        "batch created",
-        extra={"action": "batch_created", "count": len(created)},
-    )
+    if not annotate(outcome="batch_created", count=len(created)):
+        log.info("batch created", extra={"action": "batch_created", "count": len(created)})
     if log.isEnabledFor(logging.DEBUG):
         for row in created:
             _log_created(row, logging.DEBUG)
@@ -279,18 +277,17 @@ def _names_conversations(items: Sequence[NewMessage]) -> bool:
 
 
 def _log_created(row: EnqueueResult, level: int) -> None:
-    log.log(
-        level,
-        "message created",
-        extra={
-            "action": "message_created",
-            "message_id": str(row.id),
-            "conversation_id": str(row.conversation_id),
-            "to": mask_number(row.to_number),
-            "provider": row.provider,
-            "segments": row.segments,
-        },
-    )
+    fields = {
+        "message_id": str(row.id),
+        "conversation_id": str(row.conversation_id),
+        "to": mask_number(row.to_number),
+        "provider": row.provider,
+        "segments": row.segments,
+    }
+    # Within an HTTP request, the request's access line says it (one line per request).
+    if level == logging.INFO and annotate(outcome="message_created", **fields):
+        return
+    log.log(level, "message created", extra={"action": "message_created", **fields})
 
 
 async def find_by_idempotency_key(

@@ -77,13 +77,15 @@ def test_logs_carry_ids_and_never_bodies_keys_or_numbers(
         "9005550123",
     ):
         assert forbidden not in text, forbidden
-    created = [line for line in lines if line.get("action") == "message_created"]
-    assert len(created) == 1
+    # One line per request: the access line says what the request did.
+    assert not [line for line in lines if line.get("action") == "message_created"]
+    created = [line for line in lines if line.get("outcome") == "message_created"]
+    assert len(created) == 1 and created[0]["action"] == "http_request"
     assert created[0]["message_id"] == message["id"]
     assert created[0]["conversation_id"] == message["conversation_id"]
     assert created[0]["to"] == "+1******2671"
     assert created[0]["request_id"] == "req-log-1"
-    replay = [line for line in lines if line.get("action") == "idempotent_replay"]
+    replay = [line for line in lines if line.get("outcome") == "idempotent_replay"]
     assert replay and replay[0]["to"] == "+1******2671" and replay[0]["message_id"] == message["id"]
     failed = [line for line in lines if line.get("action") == "request_failed"]
     assert len(failed) == 1 and failed[0]["error_code"] == "P0001"

@@ -232,3 +232,28 @@ def test_pace_wait_reads_only_senders_with_work(db_url: str, db: psycopg.Connect
     assert _rows_read(plan["Plan"], "sms_senders") <= 2
     [seconds] = db.execute(q("senders_next_allowance"), {"now": later(db)}).fetchone()
     assert seconds is not None and seconds < 0  # the sender may send now
+
+
+def test_attempt_started_keeps_when_it_was_claimed(
+    db_url: str, db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """The 'attempt_started' event says when its row was claimed (claim -> start is the wait the
+    bench's stage breakdown reports) as well as when the attempt started."""
+    enqueue_messages(db_url, recipients(1))
+    t0 = later(db)
+
+    async def go() -> None:
+        pool = await open_pool(db_url, application_name="test", min_size=1, max_size=2)
+        try:
+            outbox = Outbox(pool, "x", settings)
+            works = await outbox.claim(10, now=t0)
+            assert await outbox.start(works, now=t0 + timedelta(seconds=2)) == {works[0].id}
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+    row = db.execute(
+        "SELECT occurred_at, (detail->>'claimed_at')::timestamptz FROM sms_message_events"
+        " WHERE event_type = 'attempt_started'"
+    ).fetchone()
+    assert row == (t0 + timedelta(seconds=2), t0)

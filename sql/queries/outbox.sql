@@ -209,12 +209,15 @@ ORDER BY c.id;
 -- name: outbox_start_attempts
 -- "Attempt N started", committed before the provider call, for a whole batch in one statement.
 -- Only rows still ours with an unexpired lease start; the caller sends exactly the ids returned.
--- messages.attempts follows the attempt number of the send actually started.
+-- messages.attempts follows the attempt number of the send actually started. The event keeps when
+-- the row was claimed (detail.claimed_at): claim -> start is the time the batch waited for its
+-- start, and the bench splits end-to-end latency by stage with it.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
 input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS t(id, attempt)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(claimed)s::timestamptz[])
+        AS t(id, attempt, claimed_at)
 ),
 started AS (
     UPDATE sms_outbox o
@@ -222,7 +225,7 @@ started AS (
     FROM input i, clock
     WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
       AND o.state = 'leased' AND o.lease_expires_at > clock.now
-    RETURNING o.id, o.message_id, o.provider, o.attempts
+    RETURNING o.id, o.message_id, o.provider, o.attempts, i.claimed_at
 ),
 counted AS (
     UPDATE sms_messages m
@@ -231,8 +234,9 @@ counted AS (
     WHERE m.id = s.message_id AND m.delivery_status = 'pending'
 ),
 events AS (
-    INSERT INTO sms_message_events (message_id, event_type, attempt, provider, occurred_at)
-    SELECT s.message_id, 'attempt_started', s.attempts, s.provider, clock.now
+    INSERT INTO sms_message_events (message_id, event_type, attempt, provider, occurred_at, detail)
+    SELECT s.message_id, 'attempt_started', s.attempts, s.provider, clock.now,
+           jsonb_build_object('claimed_at', s.claimed_at)
     FROM started s, clock
 )
 SELECT s.id FROM started s;
