@@ -398,6 +398,13 @@ def run(
     if e2e_rate is None:
         load = asyncio.run(enqueue.api_load(stack, concurrency=16, seconds=3, tag="whprobe"))
         e2e_rate = max(load.rate / 2, 1.0)
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            # The probe's messages are sent before the first run resets the simulator: a send
+            # still in flight then would count as a message the run never made.
+            if not _wait(conn, SENDS_LEFT, args.timeout):
+                problems.append(
+                    f"webhooks e2e probe: sends not drained within {args.timeout:.0f} s"
+                )
     out["e2e_rate"] = round(e2e_rate, 1)
     lat: dict[str, dict[str, list[float]]] = {
         k: {"p50_ms": [], "p99_ms": [], "achieved": []} for k in ("none", "dead")
