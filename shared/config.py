@@ -159,7 +159,7 @@ class Settings:
     # Customer webhooks (DESIGN section 13): deliveries in flight per dispatcher (their own share,
     # apart from DISPATCH_CONCURRENCY), the time one POST may take, how long a delivery is retried,
     # and whether endpoints may resolve to private, loopback or link-local addresses (tests, labs).
-    webhook_concurrency: int = 16
+    webhook_concurrency: int = 64
     webhook_timeout_seconds: float = 10.0
     webhook_retry_hours: float = 72.0
     webhook_allow_private_urls: bool = False
@@ -249,7 +249,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         api_key_default_recipient_hourly_limit=_limit(
             environ, "API_KEY_DEFAULT_RECIPIENT_HOURLY_LIMIT"
         ),
-        webhook_concurrency=_at_least_one(environ, "WEBHOOK_CONCURRENCY", 16),
+        webhook_concurrency=_at_least_one(environ, "WEBHOOK_CONCURRENCY", 64),
         webhook_timeout_seconds=_positive(environ, "WEBHOOK_TIMEOUT_SECONDS", 10.0),
         webhook_retry_hours=_positive(environ, "WEBHOOK_RETRY_HOURS", 72.0),
         webhook_allow_private_urls=_bool(environ, "WEBHOOK_ALLOW_PRIVATE_URLS", False),

@@ -751,6 +751,47 @@ def test_a_nudge_claims_at_once_instead_of_at_the_next_poll(
     assert types(receiver.at("/a")) == ["message.queued"]
 
 
+def test_a_nudge_right_after_a_claim_waits_out_the_nudge_interval(
+    wh_settings: Settings,
+    db: psycopg.Connection[Any],
+    db_url: str,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nudges come after every SMS batch: one that follows an empty claim closely claims only
+    once `nudge_every` has passed since it (1 s here; the poll is an hour), then delivers."""
+    monkeypatch.setattr(webhook_loop, "POLL_SECONDS", 3600.0)
+    key = api_key(db)
+    secret = new_secret()
+    add_endpoint(db, key, receiver.endpoint("/a", secret), secret)
+    mid = send_as(db_url, key)
+    started: list[float] = []
+
+    async def go() -> None:
+        async with webhook_worker(wh_settings) as worker:
+            claim = worker.claim
+
+            async def timed(limit: int, *, now: datetime | None = None) -> list[Any]:
+                started.append(asyncio.get_running_loop().time())
+                return await claim(limit, now=now)
+
+            worker.claim = timed  # type: ignore[method-assign]
+            stop = asyncio.Event()
+            loop = WebhookLoop(worker, nudge_every=1.0)
+            task = asyncio.create_task(loop.run(stop))
+            await eventually(lambda: len(started) == 1, "the first (empty) claim")
+            transition(db, mid, "pending", "queued")
+            loop.nudge()
+            await eventually(lambda: bool(receiver.at("/a")), "the delivery")
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(go())
+    assert types(receiver.at("/a")) == ["message.queued"]
+    assert len(started) == 2
+    assert started[1] - started[0] >= 1.0
+
+
 def test_a_delivery_in_flight_at_stop_is_handed_back_with_its_attempt(
     wh_settings: Settings, db: psycopg.Connection[Any], db_url: str
 ) -> None:

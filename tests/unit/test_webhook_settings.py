@@ -9,9 +9,10 @@ from shared.errors import ConfigError
 
 
 def test_webhook_defaults() -> None:
-    """16 in flight, 10 s per POST, 72 h of retries, no private addresses."""
+    """64 in flight (as many as DISPATCH_CONCURRENCY's sends), 10 s per POST, 72 h of retries,
+    no private addresses."""
     s = load_settings({})
-    assert (s.webhook_concurrency, s.webhook_timeout_seconds, s.webhook_retry_hours) == (16, 10, 72)
+    assert (s.webhook_concurrency, s.webhook_timeout_seconds, s.webhook_retry_hours) == (64, 10, 72)
     assert s.webhook_allow_private_urls is False
 
 
