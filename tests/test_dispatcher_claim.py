@@ -181,11 +181,21 @@ def _rows_read(plan: dict[str, Any], relation: str) -> float:
     return own + sum(_rows_read(p, relation) for p in plan.get("Plans", []))
 
 
+def idle_senders(db: psycopg.Connection[Any], count: int) -> None:
+    """`count` registered numbers with nothing queued, the table analyzed as autovacuum would."""
+    db.execute(
+        "INSERT INTO sms_senders (phone_number, provider, mps, burst)"
+        " SELECT '+1555010' || lpad(k::text, 4, '0'), 'twilio', 1, 1"
+        " FROM generate_series(0, %s - 1) AS k",
+        (count,),
+    )
+    db.execute("ANALYZE sms_senders")
+
+
 def test_idle_senders_cost_the_claim_nothing(db_url: str, db: psycopg.Connection[Any]) -> None:
-    """Registered senders with nothing queued are never visited: a claim among 300 idle numbers
+    """Registered senders with nothing queued are never visited: a claim among 3,000 idle numbers
     (a ghost number per user) reads only the sender that has work."""
-    for k in range(300):
-        ensure_sender(db, f"+1555010{k:04d}")
+    idle_senders(db, 3000)
     enqueue_messages(db_url, recipients(1))
     params = {"now": later(db), "owner": "x", "limit": 100, "lease_seconds": 60.0, "after": ""}
     with db.transaction(force_rollback=True):
@@ -222,8 +232,7 @@ def test_claims_take_senders_in_turn(
 def test_pace_wait_reads_only_senders_with_work(db_url: str, db: psycopg.Connection[Any]) -> None:
     """The dispatcher's wait for the next allowance (after a short claim) reads only the senders
     that have work queued, however many idle numbers are registered."""
-    for k in range(300):
-        ensure_sender(db, f"+1555010{k:04d}")
+    idle_senders(db, 3000)
     enqueue_messages(db_url, recipients(1))
     with db.transaction(force_rollback=True):
         [[plan]] = db.execute(
