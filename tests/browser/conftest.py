@@ -62,6 +62,15 @@ class Watched:
         return self.console_errors + self.failed_requests
 
 
+def _failed(watched: Watched, request: Any) -> None:
+    """A request that got no answer. One the browser itself gave up on because the page moved on
+    (net::ERR_ABORTED: Chromium fetches the icon lazily, after networkidle may already have been
+    reached) is not the server's failure; an answer of 400 or more is counted by the "response"
+    watcher instead."""
+    if request.failure != "net::ERR_ABORTED":
+        watched.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
+
+
 @pytest.fixture
 def browser_page(chromium: Any) -> Iterator[Watched]:
     """A fresh browser context (no cookies) at 1280 px, its console and requests watched."""
@@ -73,9 +82,14 @@ def browser_page(chromium: Any) -> Iterator[Watched]:
         "console",
         lambda m: watched.console_errors.append(m.text) if m.type == "error" else None,
     )
+    page.on("requestfailed", lambda r: _failed(watched, r))
     page.on(
-        "requestfailed",
-        lambda r: watched.failed_requests.append(f"{r.method} {r.url}: {r.failure}"),
+        "response",
+        lambda r: (
+            watched.failed_requests.append(f"{r.request.method} {r.url}: HTTP {r.status}")
+            if r.status >= 400
+            else None
+        ),
     )
     try:
         yield watched
