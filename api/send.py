@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +23,6 @@ from shared import messages, metrics
 from shared.logs import annotate, mask_number
 from shared.messages import EnqueueResult
 from shared.validation import IDEMPOTENCY_HEADER, Problem, check_idempotency_key, parse_send
-
-log = logging.getLogger(__name__)
 
 
 def request_hash(payload: dict[str, Any]) -> str:
