@@ -266,3 +266,27 @@ def test_attempt_started_keeps_when_it_was_claimed(
         " WHERE event_type = 'attempt_started'"
     ).fetchone()
     assert row == (t0 + timedelta(seconds=2), t0)
+
+
+def test_claims_run_one_generic_plan(db_url: str, db: psycopg.Connection[Any]) -> None:
+    """The claim's plan does not depend on its parameters, so a connection keeps one generic plan
+    of it: after the custom plans PostgreSQL tries first (5), no claim is planned again, whatever
+    its limit. Before, the LIMIT made every custom plan look cheaper and every claim re-planned
+    (with a queue of some size, analyzed: on a handful of rows every plan looks alike)."""
+    enqueue_messages(db_url, recipients(2000))
+    db.execute("ANALYZE sms_outbox, sms_messages, sms_senders")
+    now = later(db)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for limit in (1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2):
+            conn.execute(
+                q("outbox_claim_due"),
+                {"now": now, "owner": "x", "limit": limit, "lease_seconds": 60.0, "after": ""},
+                prepare=True,
+            )
+        [[generic, custom]] = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
+            ("%WITH RECURSIVE clock AS%",),
+        ).fetchall()
+    assert custom <= 5
+    assert generic >= 6
