@@ -7,7 +7,7 @@ every change to a claimed row is guarded by owner and attempt in SQL (sql/querie
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -61,6 +61,9 @@ class Work:
     expires_at: datetime | None = None  # not handed to a provider after this
     suppressed: bool = False  # the recipient opted out of this sender since it was queued
     walk_end: str | None = None  # the sender the claim's walk stopped at: where the next one starts
+    # "Attempt N started" was committed by the claim itself (a fresh send nothing stops): it is
+    # called without outbox_start_attempts. Never set on a row whose earlier attempt is in doubt.
+    started: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,29 @@ class Sent:
     sid: str
     raw_status: str
     reconciled: bool = False
+
+
+def claim_params(
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+    after: str = "",
+    providers: Collection[str] = (),
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """The parameters of outbox_claim_due (Outbox.claim; tests and the bench call it too)."""
+    return {
+        "now": now,
+        "owner": owner,
+        "limit": limit,
+        "lease_seconds": lease_seconds,
+        "after": after,
+        "start": bool(providers),
+        "providers": sorted(providers),
+        "quiet": quiet,
+    }
 
 
 class Outbox:
@@ -103,17 +129,31 @@ class Outbox:
 
         return await self._tx(body)
 
-    async def claim(self, limit: int, *, now: datetime | None = None) -> list[Work]:
-        """Lease up to `limit` due rows (committed at once)."""
+    async def claim(
+        self,
+        limit: int,
+        *,
+        now: datetime | None = None,
+        providers: Collection[str] = (),
+        quiet: bool = False,
+    ) -> list[Work]:
+        """Lease up to `limit` due rows (committed at once).
+
+        With `providers` (those this dispatcher can call), fresh sends of theirs that nothing
+        would stop are started in the same statement (Work.started): one commit instead of two
+        before their call. `quiet`: quiet hours are set, so only high priority starts there.
+        """
         if limit <= 0:
             return []
-        params = {
-            "now": now,
-            "owner": self.owner,
-            "limit": limit,
-            "lease_seconds": self.settings.dispatch_lease_seconds,
-            "after": self.walk_from,
-        }
+        params = claim_params(
+            self.owner,
+            limit,
+            self.settings.dispatch_lease_seconds,
+            now=now,
+            after=self.walk_from,
+            providers=providers,
+            quiet=quiet,
+        )
 
         async def body(conn: AsyncConnection[Any]) -> list[Work]:
             async with conn.cursor(row_factory=class_row(Work)) as cur:
