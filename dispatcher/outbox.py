@@ -109,10 +109,19 @@ class Outbox:
         # Where the next claim's walk over senders starts (round robin; outbox_claim_due).
         self.walk_from = ""
 
-    async def _tx(self, body: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """Run `body` in one transaction, again if it lost a deadlock or serialization race."""
+    async def _tx(
+        self, body: Callable[[AsyncConnection[Any]], Awaitable[T]], *, one_statement: bool = False
+    ) -> T:
+        """Run `body` in one transaction, again if it lost a deadlock or serialization race.
+
+        `one_statement`: `body` runs a single statement, which is its own transaction in
+        autocommit, without the BEGIN and COMMIT round trips (the claim, the start and the
+        recorder's writes run several times per batch: about 0.5 ms each, measured).
+        """
         for attempt in range(1, _TRIES + 1):
             try:
+                if one_statement:
+                    return await self._autocommit(body)
                 async with self.pool.connection() as conn, conn.transaction():
                     return await body(conn)
             except _TRANSIENT:
@@ -121,13 +130,29 @@ class Outbox:
                 log.warning("transaction retried", extra={"action": "tx_retry", "attempt": attempt})
         raise AssertionError("unreachable")
 
+    async def _autocommit(self, body: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        async with self.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                return await body(conn)
+            finally:
+                try:
+                    await conn.set_autocommit(False)
+                except Exception:
+                    # Never hand the pool a connection left in autocommit: the next user would
+                    # lose its transaction. A connection that cannot switch back is closed (the
+                    # pool replaces it).
+                    await conn.close()
+
     async def _rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One statement's rows (its own transaction)."""
+
         async def body(conn: AsyncConnection[Any]) -> list[dict[str, Any]]:
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(q(name), params)
                 return await cur.fetchall()
 
-        return await self._tx(body)
+        return await self._tx(body, one_statement=True)
 
     async def claim(
         self,
@@ -160,7 +185,7 @@ class Outbox:
                 await cur.execute(q("outbox_claim_due"), params)
                 return await cur.fetchall()
 
-        works = await self._tx(body)
+        works = await self._tx(body, one_statement=True)
         if works and works[0].walk_end is not None:
             self.walk_from = works[0].walk_end
         return works

@@ -381,3 +381,35 @@ def test_claim_never_starts_a_send_whose_attempt_is_in_doubt(
     assert again.unresolved_since == t0 and again.attempt == 2  # a started attempt counts
     [row] = outbox_rows(db)
     assert row["attempt_started_at"] == t0
+
+
+def test_one_statement_writes_hand_the_pool_back_transactional_connections(
+    db_url: str, settings: Settings
+) -> None:
+    """The claim and the other single-statement writes run in autocommit (no BEGIN and COMMIT
+    round trips), and every connection goes back to the pool out of autocommit, after a failed
+    statement too: the pool's next user (a multi-statement transaction) keeps its atomicity."""
+
+    async def go() -> tuple[list[bool], bool]:
+        pool = await open_pool(db_url, application_name="test", min_size=1, max_size=1)
+        try:
+            outbox = Outbox(pool, "x", settings)
+            seen: list[bool] = []
+
+            async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+                seen.append(conn.autocommit)
+                await conn.execute("SELECT 1 / 0")
+
+            try:
+                await outbox._tx(body, one_statement=True)
+            except psycopg.errors.DivisionByZero:
+                pass
+            await outbox.claim(10)
+            async with pool.connection() as conn:
+                return seen, conn.autocommit
+        finally:
+            await pool.close()
+
+    seen, after = asyncio.run(go())
+    assert seen == [True]
+    assert after is False
