@@ -24,6 +24,7 @@ import psycopg
 from bench import seed
 from bench.stack import Stack
 from bench.stats import latency_ms, ratio
+from dispatcher.outbox import claim_params
 from shared.queries import q
 
 LIMIT = 100
@@ -41,7 +42,7 @@ def numbers(count: int) -> list[str]:
 
 
 def _params(owner: str, after: str = "") -> dict[str, Any]:
-    return {"now": None, "owner": owner, "limit": LIMIT, "lease_seconds": 60.0, "after": after}
+    return claim_params(owner, LIMIT, 60.0, after=after)
 
 
 class Walk:

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from bench import dispatch, seed
 from bench.stack import SENDER, Stack
 from bench.stats import latency_ms, ratio, spread
+from dispatcher.outbox import claim_params
 from shared.queries import q
 from tooling import retention
 
@@ -206,13 +207,7 @@ def claim_latencies(
     registered at seed.UNPACED_MPS and `burst` (the claim takes only senders' rows), so the pace
     never holds a row back."""
     seed.seed_messages(conn, queued, tag, sender=SENDER, burst=burst)
-    params = {
-        "now": None,
-        "owner": "bench:growth",
-        "limit": CLAIM_LIMIT,
-        "lease_seconds": 60.0,
-        "after": "",
-    }
+    params = claim_params("bench:growth", CLAIM_LIMIT, 60.0)
     query = q("outbox_claim_due")
     times: list[float] = []
     short = 0

@@ -143,7 +143,12 @@ class Dispatcher:
 
     async def claim(self, *, now: datetime | None = None) -> list[Work]:
         """Lease up to `claim_limit()` due rows; they are held from here."""
-        works = await self.outbox.claim(self.claim_limit(), now=now)
+        works = await self.outbox.claim(
+            self.claim_limit(),
+            now=now,
+            providers=self.providers.keys(),
+            quiet=self.settings.quiet_hours is not None,
+        )
         deadline = asyncio.get_running_loop().time() + self.settings.dispatch_lease_seconds
         self.slots.hold(works, deadline - self.lease_margin)
         if works:
@@ -167,6 +172,8 @@ class Dispatcher:
     async def _send_batch(self, works: Sequence[Work], batch: _Batch) -> None:
         ready: list[Work] = []
         for w in works:
+            if w.started:  # the claim committed "attempt started": a stop hands it back as such
+                self.slots.start(w)
             if w.delivery_status == "pending" and w.provider not in self.providers:
                 err = ProviderError(Category.CONFIG, f"provider {w.provider} is not configured")
                 outcome: Outcome = decision.Pause(
@@ -184,7 +191,10 @@ class Dispatcher:
         to_send = [w for w, send in zip(ready, verdicts, strict=True) if send]
         if self.stopping.is_set() or not to_send:
             return
-        started = await self.outbox.start(to_send, now=batch.now)
+        # The checks above are pure for the rows the claim started (nothing in doubt): only the
+        # others need their "attempt started" committed now.
+        started = {w.id for w in to_send if w.started}
+        started |= await self.outbox.start([w for w in to_send if not w.started], now=batch.now)
         tasks: list[asyncio.Task[None]] = []
         for w in to_send:
             if w.id not in started:

@@ -8,8 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
-from dispatcher.outbox import Outbox, Sent
+from dispatcher.outbox import Outbox, Sent, Work, claim_params
 from shared.config import Settings
 from shared.db import open_pool
 from shared.queries import q
@@ -21,7 +22,7 @@ OTHER_FROM = "+15005550009"
 def _claim(conn: psycopg.Connection[Any], owner: str, limit: int, now: Any = None) -> list[int]:
     rows = conn.execute(
         q("outbox_claim_due"),
-        {"now": now, "owner": owner, "limit": limit, "lease_seconds": 60.0, "after": ""},
+        claim_params(owner, limit, 60.0, now=now),
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -197,7 +198,7 @@ def test_idle_senders_cost_the_claim_nothing(db_url: str, db: psycopg.Connection
     (a ghost number per user) reads only the sender that has work."""
     idle_senders(db, 3000)
     enqueue_messages(db_url, recipients(1))
-    params = {"now": later(db), "owner": "x", "limit": 100, "lease_seconds": 60.0, "after": ""}
+    params = claim_params("x", 100, 60.0, now=later(db))
     with db.transaction(force_rollback=True):
         [[plan]] = db.execute(
             "EXPLAIN (ANALYZE, FORMAT JSON) " + q("outbox_claim_due"), params
@@ -266,3 +267,149 @@ def test_attempt_started_keeps_when_it_was_claimed(
         " WHERE event_type = 'attempt_started'"
     ).fetchone()
     assert row == (t0 + timedelta(seconds=2), t0)
+
+
+@pytest.mark.parametrize("providers", [(), ("twilio",)], ids=["checks_first", "starts"])
+def test_claims_run_one_generic_plan(
+    db_url: str, db: psycopg.Connection[Any], providers: tuple[str, ...]
+) -> None:
+    """The claim's plan does not depend on its parameters, so a connection keeps one generic plan
+    of it: after the custom plans PostgreSQL tries first (5), no claim is planned again, whatever
+    its limit, starting attempts or not. Before, the LIMIT made every custom plan look cheaper and
+    every claim re-planned (with a queue of some size, analyzed: on a handful of rows every plan
+    looks alike)."""
+    enqueue_messages(db_url, recipients(2000))
+    db.execute("ANALYZE sms_outbox, sms_messages, sms_senders")
+    now = later(db)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for limit in (1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2):
+            conn.execute(
+                q("outbox_claim_due"),
+                claim_params("x", limit, 60.0, now=now, providers=providers),
+                prepare=True,
+            )
+        [[generic, custom]] = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
+            ("%WITH RECURSIVE clock AS%",),
+        ).fetchall()
+    assert custom <= 5
+    assert generic >= 6
+
+
+def _claim_works(
+    db_url: str, settings: Settings, now: Any, providers: tuple[str, ...], quiet: bool = False
+) -> list[Work]:
+    async def go() -> list[Work]:
+        pool = await open_pool(db_url, application_name="test", min_size=1, max_size=2)
+        try:
+            return await Outbox(pool, "x", settings).claim(
+                10, now=now, providers=providers, quiet=quiet
+            )
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def test_claim_starts_fresh_sends_in_its_own_commit(
+    db_url: str, db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """A fresh send the dispatcher can call is started by the claim itself: "attempt 1 started"
+    (outbox row, message attempts, event) is committed with the lease, so the batch needs no
+    second commit before its call, and nothing is marked unresolved."""
+    [message_id] = enqueue_messages(db_url, recipients(1))
+    t0 = later(db)
+    [work] = _claim_works(db_url, settings, t0, ("twilio",))
+    assert work.started and work.unresolved_since is None and work.attempt == 1
+    [row] = outbox_rows(db)
+    assert row["attempt_started_at"] == t0 and row["state"] == "leased"
+    assert db.execute(
+        "SELECT attempt, occurred_at, (detail->>'claimed_at')::timestamptz"
+        " FROM sms_message_events WHERE event_type = 'attempt_started'"
+    ).fetchall() == [(1, t0, t0)]
+    assert db.execute(
+        "SELECT attempts FROM sms_messages WHERE id = %s", (message_id,)
+    ).fetchone() == (1,)
+
+
+def test_claim_starts_nothing_a_check_could_stop(
+    db_url: str, db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """Only sends nothing would stop are started by the claim: not one whose provider this
+    dispatcher lacks, one past its validity, one to a recipient who opted out, one held by quiet
+    hours (normal priority; high is started), nor one claimed without providers at all."""
+    t0 = later(db)
+    [expired] = recipients(1, start=10)
+    enqueue_messages(db_url, [expired], expires_at=t0 + timedelta(seconds=0.5))
+    [opted_out] = recipients(1, start=20)
+    enqueue_messages(db_url, [opted_out])
+    db.execute(
+        "INSERT INTO sms_suppressions (phone_number, sender_number, reason) VALUES (%s, NULL, %s)",
+        (opted_out, "api"),
+    )
+    [urgent] = recipients(1, start=30)
+    enqueue_messages(db_url, [urgent], priority="high")
+    [plain] = recipients(1, start=40)
+    enqueue_messages(db_url, [plain])
+    # Each claim after the last one's leases ended: their rows come back unstarted (rescued).
+    lease = timedelta(seconds=settings.dispatch_lease_seconds + 1)
+    none = _claim_works(db_url, settings, t0, ())
+    assert len(none) == 4 and not any(w.started for w in none)
+    other = _claim_works(db_url, settings, t0 + lease, ("signalwire",))
+    assert len(other) == 4 and not any(w.started for w in other)
+    works = _claim_works(db_url, settings, t0 + 2 * lease, ("twilio",), quiet=True)
+    started = {w.to_number for w in works if w.started}
+    assert started == {urgent}
+    assert db.execute(
+        "SELECT count(*) FROM sms_message_events WHERE event_type = 'attempt_started'"
+    ).fetchone() == (1,)
+
+
+def test_claim_never_starts_a_send_whose_attempt_is_in_doubt(
+    db_url: str, db: psycopg.Connection[Any], settings: Settings
+) -> None:
+    """A rescued row whose attempt had started is reconciled first: the claim leaves it
+    unresolved (attempt_started_at kept), never starts it again."""
+    enqueue_messages(db_url, recipients(1))
+    t0 = later(db)
+    [first] = _claim_works(db_url, settings, t0, ("twilio",))
+    assert first.started
+    rescue_at = t0 + timedelta(seconds=settings.dispatch_lease_seconds + 1)
+    [again] = _claim_works(db_url, settings, rescue_at, ("twilio",))
+    assert again.rescued and not again.started
+    assert again.unresolved_since == t0 and again.attempt == 2  # a started attempt counts
+    [row] = outbox_rows(db)
+    assert row["attempt_started_at"] == t0
+
+
+def test_one_statement_writes_hand_the_pool_back_transactional_connections(
+    db_url: str, settings: Settings
+) -> None:
+    """The claim and the other single-statement writes run in autocommit (no BEGIN and COMMIT
+    round trips), and every connection goes back to the pool out of autocommit, after a failed
+    statement too: the pool's next user (a multi-statement transaction) keeps its atomicity."""
+
+    async def go() -> tuple[list[bool], bool]:
+        pool = await open_pool(db_url, application_name="test", min_size=1, max_size=1)
+        try:
+            outbox = Outbox(pool, "x", settings)
+            seen: list[bool] = []
+
+            async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+                seen.append(conn.autocommit)
+                await conn.execute("SELECT 1 / 0")
+
+            try:
+                await outbox._tx(body, one_statement=True)
+            except psycopg.errors.DivisionByZero:
+                pass
+            await outbox.claim(10)
+            async with pool.connection() as conn:
+                return seen, conn.autocommit
+        finally:
+            await pool.close()
+
+    seen, after = asyncio.run(go())
+    assert seen == [True]
+    assert after is False
