@@ -22,7 +22,7 @@ import uvicorn
 
 from shared.errors import ConfigError
 
-APP: Final = "api.app:app"
+APP: Final = "api.worker:app"
 WORKERS_ENV: Final = "API_WORKERS"
 # prometheus-client's variable (shared.metrics.MULTIPROC_ENV), named here so that nothing
 # imports prometheus-client before it is set: its mode is fixed at its first import.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -124,6 +125,27 @@ def _burst(url: str, headers: dict[str, str], n: int) -> Counter[int]:
             return Counter(pool.map(send, range(n)))
 
 
+def _until_both_served(url: str, headers: dict[str, str], directory: Path) -> Counter[int]:
+    """Bursts of sends until each of two workers has accepted some; their status codes."""
+    statuses: Counter[int] = Counter()
+
+    def both_served() -> bool:
+        statuses.update(_burst(url, headers, BURST))
+        return len([n for n in _accepted_per_worker(directory).values() if n > 0]) == 2
+
+    wait_until(both_served, seconds=60, what="requests served by both workers")
+    return statuses
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie not yet reaped counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
 def _actions(log: Path, action: str) -> int:
     found = 0
     for line in log.read_text().splitlines():
@@ -146,14 +168,7 @@ def test_two_workers_serve_and_count_as_one_api(
     log = tmp_path / "api.log"
 
     _, key = apikeys.create_key_sync(db, "workers")
-    headers = {"Authorization": f"Bearer {key}"}
-    statuses: Counter[int] = Counter()
-
-    def both_served() -> bool:
-        statuses.update(_burst(url, headers, BURST))
-        return len([n for n in _accepted_per_worker(directory).values() if n > 0]) == 2
-
-    wait_until(both_served, seconds=60, what="requests served by both workers")
+    statuses = _until_both_served(url, {"Authorization": f"Bearer {key}"}, directory)
     assert set(statuses) == {202}
     sent = statuses[202]
     per_worker = _accepted_per_worker(directory)
@@ -204,3 +219,27 @@ def test_one_worker_serves_in_the_launchers_process_and_counts_in_files(
     assert api.wait(timeout=30) == 0
     assert _actions(tmp_path / "api.log", "api_stopped") == 1  # shut down, not killed
     assert not directory.exists()
+
+
+@pytest.mark.timeout(60)
+def test_workers_end_with_a_killed_launcher_and_free_the_port(
+    db_url: str,
+    db: psycopg.Connection[Any],
+    sim: SimHandle,
+    procs: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of `python -m api` (no goodbye to its workers) ends both workers too: none is
+    left serving the port, which a new API can take at once."""
+    url, api, directory = _start(db_url, sim, procs, tmp_path, workers=2)
+    _, key = apikeys.create_key_sync(db, "killed")
+    _until_both_served(url, {"Authorization": f"Bearer {key}"}, directory)
+    pids = [int(pid) for pid in _accepted_per_worker(directory)]
+    assert len(pids) == 2 and api.pid not in pids
+    api.kill()
+    api.wait(timeout=10)
+    wait_until(lambda: all(_gone(pid) for pid in pids), seconds=10, what="the workers to end")
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        again.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        again.listen()
