@@ -46,7 +46,11 @@ def _launch(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     [
         ((), {"DATABASE_URL": "dbname=x", "API_WORKERS": "none"}, "API_WORKERS must be"),
         ((), {}, "DATABASE_URL is not set"),
-        ((), {"DATABASE_URL": "dbname=x", "TWILIO_PHONE_NUMBER": "not-a-number"}, "TWILIO_PHONE_NUMBER"),
+        (
+            (),
+            {"DATABASE_URL": "dbname=x", "TWILIO_PHONE_NUMBER": "not-a-number"},
+            "TWILIO_PHONE_NUMBER",
+        ),
         (("--workers", "4"), {"DATABASE_URL": "dbname=x"}, "set API_WORKERS instead"),
     ],
 )
@@ -70,3 +74,16 @@ def test_nothing_imports_prometheus_client_before_the_directory_is_set() -> None
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert done.stdout == "False\n"
+
+
+def test_every_start_of_the_api_goes_through_the_launcher() -> None:
+    """The Procfile (make run) and the systemd unit start `python -m api`, never uvicorn itself:
+    without the launcher, workers would count in memory and /metrics would show one of them."""
+    (procfile,) = [
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("api:")
+    ]
+    assert procfile.split()[1:4] == ["python", "-m", "api"]
+    unit = (ROOT / "deploy" / "systemd" / "sms-outbox-api.service").read_text()
+    (start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert start.split()[:3] == ["ExecStart=/opt/sms-outbox/.venv/bin/python", "-m", "api"]
+    assert "uvicorn" not in start
