@@ -4,6 +4,7 @@ a key's limit holds across the two, and SIGTERM stops both and removes their met
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -23,6 +24,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.loadgen import Connection
 from shared import apikeys
 from shared.apikeys import KeyLimits
 from tests.dispatch_support import ROOT, env_for, stop_all, wait_until
@@ -243,3 +245,41 @@ def test_workers_end_with_a_killed_launcher_and_free_the_port(
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         again.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
         again.listen()
+
+
+@pytest.mark.timeout(90)
+def test_connections_opened_at_once_are_spread_over_the_workers(
+    db_url: str,
+    db: psycopg.Connection[Any],
+    sim: SimHandle,
+    procs: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """32 keep-alive connections opened together by one event loop (as the bench's load generator
+    or a proxy's pool opens them) are not all taken by the worker that woke first: each worker
+    listens on a socket of its own, and each serves a fair part of the requests."""
+    url, _, directory = _start(db_url, sim, procs, tmp_path, workers=2)
+    _, key = apikeys.create_key_sync(db, "spread")
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    host, port = url.removeprefix("http://").split(":")
+    connections, each = 32, 10
+
+    async def load() -> Counter[int]:
+        opened = [Connection(host, int(port), headers) for _ in range(connections)]
+        await asyncio.gather(*(c.open() for c in opened))
+
+        async def send(i: int, conn: Connection) -> list[int]:
+            body = [json.dumps({"to": TO, "body": f"s{i}.{j}"}).encode() for j in range(each)]
+            return [(await conn.post("/sms/send", b)).status for b in body]
+
+        try:
+            replies = await asyncio.gather(*(send(i, c) for i, c in enumerate(opened)))
+        finally:
+            await asyncio.gather(*(c.close() for c in opened))
+        return Counter(code for codes in replies for code in codes)
+
+    statuses = asyncio.run(load())
+    assert statuses == {202: connections * each}
+    per_worker = sorted(_accepted_per_worker(directory).values())
+    # By connection hash: both get at least 5 of the 32 but for a chance of about 1 in 50,000.
+    assert len(per_worker) == 2 and per_worker[0] >= 5 * each, per_worker
