@@ -204,7 +204,20 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
     bench_rates: list[float] = []
     minimal_rates: list[float] = []
     pgq_rates: list[float] = []
+
+    def one(r: int) -> None:
+        load = enqueue.one_worker_load(stack, seconds=secs, tag=f"api1w{r}")
+        problems.extend(load.problems)
+        one_worker.append(load)
+        say(
+            f"  run {r + 1}: API c16 with 1 worker (not {workers}) {load.rate:,.0f}/s"
+            f" p99 {load.latency['p99_ms']} ms"
+        )
+
     for r in range(args.runs):
+        # 1 worker and the default's take turns being first, each right beside the other's c16.
+        if workers > 1 and r % 2 == 1:
+            one(r)
         for c, runs in loads.items():
             load = asyncio.run(
                 enqueue.api_load(stack, concurrency=c, seconds=secs, tag=f"api{c}r{r}")
@@ -212,14 +225,8 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
             problems += load.problems
             runs.append(load)
             say(f"  run {r + 1}: API c{c} {load.rate:,.0f}/s p99 {load.latency['p99_ms']} ms")
-        if workers > 1:
-            load = enqueue.one_worker_load(stack, seconds=secs, tag=f"api1w{r}")
-            problems += load.problems
-            one_worker.append(load)
-            say(
-                f"  run {r + 1}: API c16 with 1 worker (not {workers}) {load.rate:,.0f}/s"
-                f" p99 {load.latency['p99_ms']} ms"
-            )
+            if c == 16 and workers > 1 and r % 2 == 0:
+                one(r)
         tps, found = enqueue.pgbench(stack, clients=16, seconds=secs, workdir=stack.workdir)
         problems += found
         bench_rates.append(tps)
