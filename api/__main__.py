@@ -1,10 +1,11 @@
 """`python -m api [uvicorn options]`: the API as API_WORKERS uvicorn worker processes (default:
-one per core this process may run on), sharing one port.
+one per core this process may run on) on one port, each on a listening socket of its own.
 
 Before any worker starts it checks the settings, so a bad one exits 2 with one line naming its
 variable (as `uvicorn api.app:app` does) instead of each worker failing in turn. It gives the
 workers a fresh, empty PROMETHEUS_MULTIPROC_DIR, removed when it exits: whichever worker serves
-GET /metrics sums every worker's counts from there (shared/metrics.py).
+GET /metrics sums every worker's counts from there (shared/metrics.py). The workers serve
+api.worker's app, which ends each of them with this process.
 """
 
 from __future__ import annotations
@@ -138,7 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Set before anything imports prometheus-client, here (one worker serves in this
         # process) and in each worker (they inherit it).
         os.environ[MULTIPROC_ENV] = directory
-        os.environ.pop(MULTIPROC_ENV.lower(), None)  # the old spelling would win in a worker
         try:
             count = workers(os.environ)
             _check_settings(os.environ)
