@@ -34,7 +34,7 @@ install-prod: ## Production install into .venv: requirements.lock (hashes requir
 	rm -f $(STAMP) $(BENCH_STAMP)  # the dev targets reinstall their tools
 
 .PHONY: run
-run: $(STAMP) ## Start PostgreSQL (embedded unless DATABASE_URL is set), migrate, and run the Procfile
+run: $(STAMP) ## Start PostgreSQL (embedded unless DATABASE_URL is set), migrate, and run the Procfile (API_WORKERS API processes; default one per core)
 	$(BIN)/python -m tooling.devstack
 
 .PHONY: migrate

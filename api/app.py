@@ -34,7 +34,7 @@ from api.send import send_sms
 from api.state import STATE_KEY, AppState
 from api.suppressions import routes as suppression_routes
 from api.webhooks import routes as webhook_routes
-from shared import senders
+from shared import metrics, senders
 from shared.config import Settings, load_settings
 from shared.db import Outage, open_pool, reconnect_delay, unavailable
 from shared.errors import ConfigError
@@ -133,6 +133,7 @@ def create_app(
             await wakeup.stop()
             await close_providers(providers)
             await pool.close()
+            metrics.process_stopped()
             log.info("api stopped", extra={"action": "api_stopped"})
 
     routes: list[BaseRoute] = [

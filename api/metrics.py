@@ -1,4 +1,5 @@
-"""GET /metrics: the process's Prometheus metrics, with the queue gauges read at scrape time."""
+"""GET /metrics: the API's Prometheus metrics (every worker process's counts, whichever worker
+serves the scrape), with the queue and webhook gauges read from the database at scrape time."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ QUEUE_TIMEOUT_SECONDS: Final = 2.0
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    scraped = False
     try:
         async with state(request).pool.connection(timeout=QUEUE_TIMEOUT_SECONDS) as conn:
             async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -28,9 +30,11 @@ async def metrics_endpoint(request: Request) -> Response:
                 hooks = await cur.fetchall()
         metrics.set_queue(rows)
         metrics.set_webhook_health(hooks)
+        scraped = True
     except Exception as e:
         log.warning(
             "queue gauges not refreshed",
             extra={"action": "metrics_queue_failed", "error_category": type(e).__name__},
         )
-    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+    # Without this scrape's rows the gauges are left out: a worker's last values could be old.
+    return Response(metrics.exposition(scraped=scraped), media_type=metrics.CONTENT_TYPE)

@@ -198,11 +198,26 @@ def run_dispatch(stack: Stack, args: argparse.Namespace, problems: list[str]) ->
 def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
     secs, url = args.enqueue_seconds, stack.database_url
     stack.start_api()
+    workers = stack.api_workers()
+    one_worker: list[enqueue.Load] = []  # the same c16 load through 1 API worker, when 2+
     loads: dict[int, list[enqueue.Load]] = {16: [], 64: []}
     bench_rates: list[float] = []
     minimal_rates: list[float] = []
     pgq_rates: list[float] = []
+
+    def one(r: int) -> None:
+        load = enqueue.one_worker_load(stack, seconds=secs, tag=f"api1w{r}")
+        problems.extend(load.problems)
+        one_worker.append(load)
+        say(
+            f"  run {r + 1}: API c16 with 1 worker (not {workers}) {load.rate:,.0f}/s"
+            f" p99 {load.latency['p99_ms']} ms"
+        )
+
     for r in range(args.runs):
+        # 1 worker and the default's take turns being first, each right beside the other's c16.
+        if workers > 1 and r % 2 == 1:
+            one(r)
         for c, runs in loads.items():
             load = asyncio.run(
                 enqueue.api_load(stack, concurrency=c, seconds=secs, tag=f"api{c}r{r}")
@@ -210,6 +225,8 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
             problems += load.problems
             runs.append(load)
             say(f"  run {r + 1}: API c{c} {load.rate:,.0f}/s p99 {load.latency['p99_ms']} ms")
+            if c == 16 and workers > 1 and r % 2 == 0:
+                one(r)
         tps, found = enqueue.pgbench(stack, clients=16, seconds=secs, workdir=stack.workdir)
         problems += found
         bench_rates.append(tps)
@@ -231,6 +248,12 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
         s["p50_ms"] = spread([x.latency["p50_ms"] for x in runs], 2)
         s["p99_ms"] = spread([x.latency["p99_ms"] for x in runs], 2)
         out[f"api_c{c}"] = s
+    out["api_workers"] = workers
+    if one_worker:
+        s = spread([x.rate for x in one_worker])
+        s["p50_ms"] = spread([x.latency["p50_ms"] for x in one_worker], 2)
+        s["p99_ms"] = spread([x.latency["p99_ms"] for x in one_worker], 2)
+        out["api_c16_one_worker"] = s
     out["pgbench_c16"] = spread(bench_rates)
     out["pgbench_minimal_c16"] = spread(minimal_rates)
     # How many times the least durable write (one message + one outbox row) ours costs.
@@ -241,6 +264,8 @@ def run_enqueue(stack: Stack, args: argparse.Namespace, problems: list[str]) -> 
     api16 = out["api_c16"]["median"]
     out["enqueue_ratio"] = ratio(api16, out["pgbench_c16"]["median"])
     out["enqueue_vs_pgqueuer"] = ratio(api16, out["pgqueuer_c16"]["median"])
+    if one_worker:  # what the default's worker processes gain over one
+        out["enqueue_workers_ratio"] = ratio(api16, out["api_c16_one_worker"]["median"])
     return out
 
 
@@ -441,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "enqueue_ratio": e.get("enqueue_ratio"),
         "enqueue_vs_pgqueuer": e.get("enqueue_vs_pgqueuer"),
         "write_amplification": e.get("write_amplification"),
+        "enqueue_workers_ratio": e.get("enqueue_workers_ratio"),
         "api_c16_p99_ms": e.get("api_c16", {}).get("p99_ms", {}).get("median"),
         "dispatch_vs_pgqueuer": d.get("dispatch_vs_pgqueuer"),
         "latency_efficiency": d.get("latency_efficiency"),

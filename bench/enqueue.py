@@ -7,6 +7,7 @@ compares our HTTP path with this machine's limit for the very same write.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -70,6 +71,19 @@ async def api_load(stack: Stack, *, concurrency: int, seconds: float, tag: str) 
         )
     latencies = [r.done - r.sent for r in outcome.ok]
     return Load(outcome.rate(), latency_ms(latencies), problems)
+
+
+def one_worker_load(stack: Stack, *, seconds: float, tag: str) -> Load:
+    """api_load at concurrency 16 through the API as ONE worker process, beside the default's
+    workers in the same run (`enqueue_workers_ratio`): the running API is stopped for it and
+    started again as it was."""
+    stack.stop("api")
+    stack.start_api(workers=1)
+    try:
+        return asyncio.run(api_load(stack, concurrency=16, seconds=seconds, tag=tag))
+    finally:
+        stack.stop("api")
+        stack.start_api()
 
 
 def pgbench_script(api_key_id: int) -> str:

@@ -63,7 +63,7 @@ def record(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
 
 
 def profile_api(stack: Stack, out: Path, seconds: float) -> None:
-    api = stack.start_api()
+    api = stack.start_api(workers=1)  # one process for py-spy: where one worker's time goes
     say(f"profile: API (pid {api.popen.pid}) under POST /sms/send at concurrency 16, {seconds:g} s")
     spy = record(api.popen.pid, out / "profile-api", seconds)
     time.sleep(0.5)  # let py-spy attach before the load starts

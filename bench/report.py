@@ -367,7 +367,18 @@ def table(result: dict[str, Any]) -> str:
             s = e.get(f"api_c{c}")
             if s:
                 lat = f"p50 {_ms(s.get('p50_ms'))}, p99 {_ms(s.get('p99_ms'))}"
-                rows.append((f"enqueue POST /sms/send, concurrency {c}", _rate(s), lat))
+                workers = f", {e['api_workers']} API workers" if "api_workers" in e else ""
+                rows.append((f"enqueue POST /sms/send, concurrency {c}{workers}", _rate(s), lat))
+        one = e.get("api_c16_one_worker")
+        if one:
+            rows.append(
+                (
+                    "  the same at concurrency 16 through 1 API worker",
+                    _rate(one),
+                    f"p50 {_ms(one.get('p50_ms'))}, p99 {_ms(one.get('p99_ms'))};"
+                    f" enqueue_workers_ratio {e.get('enqueue_workers_ratio')}",
+                )
+            )
         rows += [
             (
                 "  pgbench, same transaction, 16 clients",

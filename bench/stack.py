@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +21,7 @@ import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from api import __main__ as api_launcher
 from bench.seed import UNPACED_BURST, UNPACED_MPS
 from shared import apikeys
 from shared.migrate import migrate
@@ -30,6 +32,8 @@ DATABASE = "sms_bench"
 SENDER = "+15005550006"  # the simulator's Twilio test sender (provider_env's default)
 START_TIMEOUT = 60.0
 LISTEN_APP = "sms-dispatcher-listen"  # the dispatcher's LISTEN session (dispatcher/__main__.py)
+# What uvicorn logs (at info) when a worker's lifespan has started and it serves.
+WORKER_STARTED = b"Application startup complete."
 
 
 def free_port() -> int:
@@ -181,10 +185,19 @@ class Stack:
 
     # -- processes ---------------------------------------------------------------------------
 
-    def start(self, name: str, argv: list[str], *, health: str | None = None) -> Proc:
-        """Start one process (log in workdir/name.log), wait for `health` to answer 200."""
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        health: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Proc:
+        """Start one process (log in workdir/name.log) with the stack's environment plus `env`,
+        wait for `health` to answer 200."""
         log = (self.workdir / f"{name}.log").open("ab")
-        popen = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        environ = {**self.env, **(env or {})}
+        popen = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
         proc = Proc(name, popen, log)
         self.procs[name] = proc
         if name in ("api", "dispatcher"):
@@ -198,11 +211,31 @@ class Stack:
         argv = [sys.executable, "-m", "simulator", "--port", port]
         return self.start("simulator", argv, health=f"{self.sim_url}/_sim/health")
 
-    def start_api(self) -> Proc:
+    def api_workers(self, workers: int | None = None) -> int:
+        """The API's worker processes: `workers`, else API_WORKERS as `python -m api` reads it
+        (unset: one per core)."""
+        return workers if workers is not None else api_launcher.workers(self.env)
+
+    def start_api(self, workers: int | None = None) -> Proc:
+        """`python -m api` (the Procfile's) with `workers` worker processes (None: API_WORKERS,
+        else one per core); returns once every worker has started (a load begun when the first
+        answers /readyz would find the others still importing)."""
         port = self.env["API_PORT"]
-        argv = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1"]
-        argv += ["--port", port, "--no-access-log", "--log-level", "warning"]
-        return self.start("api", argv, health=f"{self.api_url}/readyz")
+        count = self.api_workers(workers)
+        # uvicorn at info says little more than each worker's start and stop (no access log).
+        argv = [sys.executable, "-m", "api", "--host", "127.0.0.1"]
+        argv += ["--port", port, "--no-access-log", "--log-level", "info"]
+        log = self.workdir / "api.log"
+        seen = log.stat().st_size if log.exists() else 0
+        proc = self.start("api", argv, env={api_launcher.WORKERS_ENV: str(count)})
+        deadline = time.monotonic() + START_TIMEOUT
+        while _started(log, seen) < count:
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{count} API workers did not start; see {log}")
+            time.sleep(0.05)
+        if not _wait_http(f"{self.api_url}/readyz", proc.popen):
+            raise RuntimeError(f"the API is not ready; see {log}")
+        return proc
 
     def start_dispatcher(self) -> Proc:
         proc = self.start("dispatcher", [sys.executable, "-m", "dispatcher"])
@@ -262,6 +295,13 @@ class Stack:
             with contextlib.suppress(Exception):
                 self.server.cleanup()
             self.server = None
+
+
+def _started(log: Path, offset: int) -> int:
+    """API workers that have logged their start into `log` past `offset`."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        return f.read().count(WORKER_STARTED)
 
 
 def _wait_http(url: str, popen: subprocess.Popen[bytes]) -> bool:

@@ -3,25 +3,41 @@
 The API serves them at GET /metrics; the dispatcher calls `start_metrics_server(port)`. Label
 values come from small fixed sets (provider, outcome class, our status vocabulary), never from
 request data, so the series count stays bounded.
+
+The API's worker processes (`python -m api`) share their counts through prometheus-client's
+multiprocess mode: each writes its values to files in PROMETHEUS_MULTIPROC_DIR (set before this
+module is first imported), and whichever worker serves a scrape sums every worker's files.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+# Where the API's worker processes keep their values (prometheus-client's own variable).
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+# The gauges set from the database at each scrape: one value per series however many workers
+# there are (the mode would pick the latest of the live workers' files; exposition() serves the
+# scraping worker's own instead, so a series cleared there is gone).
+_SCRAPED_MODE: Final = "livemostrecent"
 # Provider calls take tens of milliseconds to seconds; the hard timeout defaults to 10 s.
 _SEND_BUCKETS: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Provider acceptance to a status callback: seconds for "sent", minutes to hours for "delivered".
@@ -77,13 +93,22 @@ OPERATOR_ACTIONS: Final = Counter(
 
 # Queue (set at scrape time from sms_queue_health by whoever serves /metrics)
 OUTBOX_DEPTH: Final = Gauge(
-    "sms_outbox_depth", "Rows in sms_outbox by kind and state.", ["kind", "state"]
+    "sms_outbox_depth",
+    "Rows in sms_outbox by kind and state.",
+    ["kind", "state"],
+    multiprocess_mode=_SCRAPED_MODE,
 )
-OUTBOX_DUE: Final = Gauge("sms_outbox_due", "Rows in sms_outbox due now, by kind.", ["kind"])
+OUTBOX_DUE: Final = Gauge(
+    "sms_outbox_due",
+    "Rows in sms_outbox due now, by kind.",
+    ["kind"],
+    multiprocess_mode=_SCRAPED_MODE,
+)
 OUTBOX_OLDEST_DUE: Final = Gauge(
     "sms_outbox_oldest_due_seconds",
     "How long the oldest due row of each kind has been due (0 when none is due).",
     ["kind"],
+    multiprocess_mode=_SCRAPED_MODE,
 )
 
 # Dispatcher
@@ -149,17 +174,30 @@ WEBHOOK_ENDPOINTS_DISABLED: Final = Counter(
 )
 # Per endpoint, set from sms_webhook_health (enabled endpoints only; ids are few and ours).
 WEBHOOK_BACKLOG: Final = Gauge(
-    "sms_webhook_backlog", "Pending webhook deliveries per enabled endpoint.", ["endpoint_id"]
+    "sms_webhook_backlog",
+    "Pending webhook deliveries per enabled endpoint.",
+    ["endpoint_id"],
+    multiprocess_mode=_SCRAPED_MODE,
 )
 WEBHOOK_OLDEST_PENDING: Final = Gauge(
     "sms_webhook_oldest_pending_seconds",
     "Age of each enabled endpoint's oldest pending delivery (0 when none).",
     ["endpoint_id"],
+    multiprocess_mode=_SCRAPED_MODE,
 )
 WEBHOOK_FAILING: Final = Gauge(
     "sms_webhook_failing_seconds",
     "How long each enabled endpoint has failed without a success (0 when healthy).",
     ["endpoint_id"],
+    multiprocess_mode=_SCRAPED_MODE,
+)
+SCRAPED: Final = (
+    OUTBOX_DEPTH,
+    OUTBOX_DUE,
+    OUTBOX_OLDEST_DUE,
+    WEBHOOK_BACKLOG,
+    WEBHOOK_OLDEST_PENDING,
+    WEBHOOK_FAILING,
 )
 
 
@@ -171,14 +209,21 @@ def child(metric: Counter | Histogram, *labels: Any) -> Any:
     return metric.labels(*labels)
 
 
+def _clear(*gauges: Gauge) -> None:
+    """Drop every series of `gauges` in this process. In multiprocess mode prometheus-client
+    warns that the workers' files keep them: exposition() never reads these gauges from there."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Clearing labels", UserWarning)
+        for gauge in gauges:
+            gauge.clear()
+
+
 def set_queue(rows: Iterable[Mapping[str, Any]]) -> None:
     """Set the queue gauges from sms_queue_health rows (kind, state, depth, due, oldest due age).
 
     Series of a kind/state that has no rows any more are reset to 0 rather than left stale.
     """
-    OUTBOX_DEPTH.clear()
-    OUTBOX_DUE.clear()
-    OUTBOX_OLDEST_DUE.clear()
+    _clear(OUTBOX_DEPTH, OUTBOX_DUE, OUTBOX_OLDEST_DUE)
     for kind in ("send_sms", "deliver_alert", "deliver_webhook"):
         for state in ("ready", "leased"):
             OUTBOX_DEPTH.labels(kind, state).set(0)
@@ -201,8 +246,7 @@ def set_queue(rows: Iterable[Mapping[str, Any]]) -> None:
 def set_webhook_health(rows: Iterable[Mapping[str, Any]]) -> None:
     """Set the per-endpoint webhook gauges from `webhook_endpoints_health` rows; a disabled or
     removed endpoint's series go (cleared, then set for the enabled ones only)."""
-    for gauge in (WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING, WEBHOOK_FAILING):
-        gauge.clear()
+    _clear(WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING, WEBHOOK_FAILING)
     for row in rows:
         if not row["enabled"]:
             continue
@@ -212,9 +256,41 @@ def set_webhook_health(rows: Iterable[Mapping[str, Any]]) -> None:
         WEBHOOK_FAILING.labels(endpoint).set(float(row["failing_seconds"] or 0))
 
 
-def exposition() -> bytes:
-    """The text exposition of every metric of this process."""
-    return generate_latest(REGISTRY)
+class _Exported(Collector):
+    """What GET /metrics serves: every worker's counts summed from PROMETHEUS_MULTIPROC_DIR when
+    it is set (else this process's registry), and the scraped gauges of this process alone."""
+
+    def __init__(self, directory: str | None, scraped: bool) -> None:
+        self._directory = directory
+        self._scraped = scraped
+
+    def collect(self) -> Iterator[Metric]:
+        names = {family.name for gauge in SCRAPED for family in gauge.describe()}
+        source: Collector = REGISTRY
+        if self._directory:
+            # Read afresh at each scrape: workers come, go and count meanwhile.
+            source = multiprocess.MultiProcessCollector(None, self._directory)  # type: ignore[no-untyped-call]  # unannotated upstream
+        for family in source.collect():
+            if family.name not in names:
+                yield family
+        if self._scraped:
+            for gauge in SCRAPED:
+                yield from gauge.collect()
+
+
+def exposition(*, scraped: bool = True) -> bytes:
+    """The text exposition of the API's metrics (of all its worker processes); the gauges set
+    from the database only when `scraped` (this scrape read them)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Exported(os.environ.get(MULTIPROC_ENV) or None, scraped))
+    return generate_latest(registry)
+
+
+def process_stopped() -> None:
+    """A worker's last word: its files of live gauges go (its counts stay in the sums)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]  # unannotated upstream
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts
