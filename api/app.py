@@ -118,7 +118,18 @@ def create_app(
         outage = Outage(log, pool=pool, timeout=timeout)
         wakeup = Wakeup(pool)
         wakeup.start()
-        committer = Committer(pool, wakeup, hooks=group_commit)
+        # The group commit's writers have connections of their own (one each): a group never
+        # waits behind the requests for one.
+        writers = (group_commit or Hooks()).writers
+        writers_pool = await open_pool(
+            current.database_url,
+            application_name=APPLICATION_NAME,
+            min_size=writers,
+            max_size=writers,
+            wait=False,
+            timeout_seconds=timeout,
+        )
+        committer = Committer(writers_pool, pool, wakeup, hooks=group_commit)
         committer.start()
         retrying: asyncio.Task[None] | None = None
         if not await _register_senders(
@@ -135,7 +146,8 @@ def create_app(
                 retrying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retrying
-            await committer.stop()  # what is queued is written before the pool closes
+            await committer.stop()  # what is queued is written before the pools close
+            await writers_pool.close()
             await wakeup.stop()
             await close_providers(providers)
             await pool.close()

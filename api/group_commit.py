@@ -44,15 +44,20 @@ MAX_ROWS: Final = 64
 # The longest a group waits for a lock another transaction holds (a concurrent twin's key, a
 # thread or recipient lock) before it splits: the rows queued behind it wait about this long.
 LOCK_TIMEOUT_MS: Final = 2
+# Groups written at the same time, each on its own connection: the enqueue's server work is per
+# row (one messages_enqueue call each), so one writer would run it all on one server process.
+WRITERS: Final = 4
 
 
 @dataclass(frozen=True)
 class Hooks:
     """Test seams: `queued(n)` after a row joins the queue (n rows queued), `before_commit` after
-    a group's statements and before its commit."""
+    a group's statements and before its commit, and `writers` (1: every row queued while a group
+    is written waits for it, so the next group is known)."""
 
     queued: Callable[[int], None] | None = None
     before_commit: messages.BeforeCommit | None = None
+    writers: int = WRITERS
 
 
 class _Alone:
@@ -71,11 +76,16 @@ class _Waiting:
 
 
 class Committer:
-    """The API process's group commit: `enqueue(row)` from the requests, one writer task."""
+    """The API process's group commit: `enqueue(row)` from the requests, Hooks.writers writers.
+
+    `pool` is the writers' own (one connection each, so a group never waits behind requests for
+    a connection); a row written alone uses `requests`, the requests' pool.
+    """
 
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
+        requests: AsyncConnectionPool[Any],
         wakeup: Wakeup,
         *,
         max_rows: int = MAX_ROWS,
@@ -83,41 +93,47 @@ class Committer:
         hooks: Hooks | None = None,
     ) -> None:
         self._pool = pool
+        self._requests = requests
         self._wakeup = wakeup
+        self._hooks = hooks or Hooks()
+        self._writers = self._hooks.writers
         self._max_rows = max_rows
         self._lock_timeout_ms = lock_timeout_ms
-        self._hooks = hooks or Hooks()
         self._queue: deque[_Waiting] = deque()
-        self._event = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._idle: deque[asyncio.Event] = deque()  # one per writer waiting for rows
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def start(self) -> None:
-        if self._task is None:
+        if not self._tasks:
             self._stopping = False
-            # A context of its own: the writer is no request's, and annotates no access line.
-            self._task = asyncio.create_task(
-                self._run(), name="sms-group-commit", context=contextvars.Context()
-            )
+            # A context of their own: a writer is no request's, and annotates no access line.
+            self._tasks = [
+                asyncio.create_task(
+                    self._writer(), name=f"sms-group-commit-{i}", context=contextvars.Context()
+                )
+                for i in range(self._writers)
+            ]
 
     async def stop(self) -> None:
-        """Write what is queued, then end the writer; later rows are written alone."""
-        if self._task is not None:
-            self._stopping = True
-            self._event.set()
-            await self._task
-            self._task = None
+        """Write what is queued, then end the writers; later rows are written alone."""
+        self._stopping = True
+        while self._idle:
+            self._idle.popleft().set()
+        await asyncio.gather(*self._tasks)
+        self._tasks = []
 
     async def enqueue(self, row: Pending) -> EnqueueResult:
         """Write `row` with the rows queued with it: its message (or the earlier one of its
         idempotency key, replayed=True); raises what shared.messages.enqueue raises."""
-        if self._task is None or self._stopping:
+        if not self._tasks or self._stopping:
             return await self._alone(row)
         waiting = _Waiting(row, asyncio.get_running_loop().create_future())
         self._queue.append(waiting)
         if self._hooks.queued is not None:
             self._hooks.queued(len(self._queue))
-        self._event.set()
+        if self._idle:  # one wake-up: the rows queued until that writer runs are its group
+            self._idle.popleft().set()
         answer = await waiting.answer
         if isinstance(answer, _Alone):
             return await self._alone(row)
@@ -129,23 +145,26 @@ class Committer:
 
     async def _alone(self, row: Pending) -> EnqueueResult:
         """The row in a transaction of its own: the path of a request before group commit."""
-        async with autocommit(self._pool) as conn:
+        async with autocommit(self._requests) as conn:
             result = await messages.enqueue_pending(conn, row)
         if not result.replayed:
             self._wakeup.wake()
         return result
 
-    async def _run(self) -> None:
+    async def _writer(self) -> None:
+        wake = asyncio.Event()
         while True:
-            await self._event.wait()
-            self._event.clear()
             if self._queue:
                 await self._drain()
             elif self._stopping:
                 return
+            else:
+                self._idle.append(wake)
+                await wake.wait()
+                wake.clear()
 
     async def _drain(self) -> None:
-        """Write groups until the queue is empty, on one pooled connection while it lasts."""
+        """Write groups while rows are queued, on one connection while it lasts."""
         try:
             async with self._pool.connection() as conn:
                 while self._queue and not conn.broken:
@@ -157,8 +176,6 @@ class Committer:
             )
             while self._queue:  # each request raises its own error: 503 when the database is down
                 _answer(self._queue.popleft(), unavailable(e) or RuntimeError(type(e).__name__))
-        if self._queue:
-            self._event.set()  # the connection broke with rows still queued
 
     def _take(self) -> list[_Waiting]:
         """The next group: up to max_rows queued rows whose request still waits."""

@@ -44,7 +44,7 @@ class Gate:
         self._released = threading.Event()
 
     def hooks(self) -> Hooks:
-        return Hooks(queued=self._on_queued, before_commit=self._before_commit)
+        return Hooks(queued=self._on_queued, before_commit=self._before_commit, writers=1)
 
     def _on_queued(self, count: int) -> None:
         if not self._held.is_set():
