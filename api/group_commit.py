@@ -1,9 +1,9 @@
 """Group commit of POST /sms/send: the messages of concurrent requests in one transaction.
 
 Each request reads and checks on its own connection, then hands its one row to the process's
-Committer and waits for its answer. One writer task writes what is queued: a lone row at once
-(nothing waits when the API is idle); rows that arrive while a group is being written form the
-next group, at most `max_rows` of them, written with shared.messages.enqueue_group in one
+Committer and waits for its answer. A few writer tasks write what is queued: a lone row at once
+(nothing waits when the API is idle); rows that arrive while every writer is busy form the next
+group, at most `max_rows` of them, written with shared.messages.enqueue_group in one
 transaction: one commit (and one dispatcher wake-up) for the group instead of one per request.
 
 Every request keeps its own answer. A refusal (opted out, over the recipient limit) is its row's
@@ -11,9 +11,10 @@ alone. Twins (one API key, one idempotency key) inside one group are written onc
 the first one's replay, or IdempotencyKeyReused when its request differs. Any error of the group's
 statements rolls the group back and each row is then written alone, in its own request's task, by
 shared.messages.enqueue, so only the guilty row gets the error; a group never waits on another
-transaction's lock longer than `lock_timeout_ms` before it splits so. A connection lost before the
-commit answered (whether it committed is unknown) answers every row of the group 503: never a 202
-for a row that may not be written, and never a second write of one that may be.
+transaction's lock longer than `lock_timeout_ms` before it splits so (nor does a writer's
+connection that died while idle fail its group). A connection lost at the COMMIT (whether it
+committed is unknown) answers every row of the group 503: never a 202 for a row that may not be
+written, and never a second write of one that may be.
 """
 
 from __future__ import annotations
@@ -199,13 +200,14 @@ class Committer:
             )
         except Exception as e:
             metrics.GROUP_COMMIT_ROWS.labels("split").observe(len(group))
-            down = unavailable(e)
-            if down is None and conn.broken:
+            down = None
+            if isinstance(e, messages.CommitFailed) and (unavailable(e) or conn.broken):
                 down = DatabaseUnavailable("connection lost", category=type(e).__name__)
             _log_failed(e, len(group), down)
             for waiting in group:
-                # A lost connection may have committed the group or not: every row answers 503
-                # (a fresh error each, raised in its own request). Otherwise nothing is written.
+                # A connection lost at the COMMIT may have committed the group or not: every row
+                # answers 503 (a fresh error each, raised in its own request), none is written
+                # again. Any other failure wrote nothing: each row is written alone.
                 _answer(waiting, _ALONE if down is None else unavailable(e) or down)
             return
         metrics.GROUP_COMMIT_ROWS.labels("written").observe(len(group))
@@ -256,15 +258,16 @@ def _answer(waiting: _Waiting, answer: Answer) -> None:
 
 def _log_failed(e: Exception, rows: int, down: DatabaseUnavailable | None) -> None:
     """Once per group; a database error's text can quote a row, so only its SQLSTATE."""
-    code = e.sqlstate if isinstance(e, psycopg.Error) else None
-    lock_wait = isinstance(e, psycopg.errors.LockNotAvailable)
+    cause = e.__cause__ if isinstance(e, messages.CommitFailed) else e
+    code = cause.sqlstate if isinstance(cause, psycopg.Error) else None
+    lock_wait = isinstance(cause, psycopg.errors.LockNotAvailable)
     log.log(
         logging.DEBUG if lock_wait else logging.WARNING,
         "group commit failed: %s",
         "rows answered 503" if down is not None else "rows written alone",
         extra={
             "action": "group_commit_failed" if down is not None else "group_commit_split",
-            "error_category": type(e).__name__,
+            "error_category": type(cause).__name__,
             "error_code": code,
             "count": rows,
         },

@@ -55,6 +55,11 @@ class RecipientLimitReached(SmsOutboxError):
         self.ordinals = ordinals
 
 
+class CommitFailed(SmsOutboxError):
+    """A group's COMMIT raised (its cause says why): when the connection was lost, whether the
+    group was committed is unknown."""
+
+
 class BatchConversationMismatch(ConversationMismatch):
     """Item `index` of a batch named a conversation of another (from, to) pair."""
 
@@ -271,9 +276,10 @@ async def enqueue_group(
     the statements, one for the commit. The answers in the order of `rows`.
 
     A refusal (opted out, over the recipient limit) writes nothing for its row and is its answer;
-    the others are written. Any error (an idempotency key another transaction committed, a wait
-    for a lock longer than `lock_timeout_ms`, a conversation that is another pair's) rolls the
-    whole group back and is raised: the caller writes each row alone to find whose it was.
+    the others are written. Any error before the commit (an idempotency key another transaction
+    committed, a wait for a lock longer than `lock_timeout_ms`, a conversation that is another
+    pair's, a lost connection) means nothing is written, and is raised: the caller writes each
+    row alone to find whose it was. An error of the COMMIT itself is raised as CommitFailed.
     `conn` must not be in a transaction; `before_commit` runs after the statements (tests).
     """
     if not rows:
@@ -290,23 +296,30 @@ async def enqueue_group(
         for row in rows
     ]
     outcomes: list[Outcome] = []
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(_GROUP_LOCK_TIMEOUT, (f"{lock_timeout_ms}ms",))
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.executemany(q("messages_enqueue"), params, returning=True)
-            for row in rows:
-                try:
-                    (created,) = _answer(await cur.fetchall(), 1)
-                except (RecipientsOptedOut, RecipientLimitReached) as refused:
-                    outcomes.append(refused)
-                else:
-                    wanted = row.message.conversation_id
-                    if wanted is not None and created.conversation_id != wanted:
-                        raise ConversationMismatch(f"conversation {wanted} is for another pair")
-                    outcomes.append(created)
-                cur.nextset()
-        if before_commit is not None:
-            await before_commit(conn, rows)
+    committing = False
+    try:
+        async with conn.pipeline(), conn.transaction():
+            await conn.execute(_GROUP_LOCK_TIMEOUT, (f"{lock_timeout_ms}ms",))
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.executemany(q("messages_enqueue"), params, returning=True)
+                for row in rows:
+                    try:
+                        (created,) = _answer(await cur.fetchall(), 1)
+                    except (RecipientsOptedOut, RecipientLimitReached) as refused:
+                        outcomes.append(refused)
+                    else:
+                        wanted = row.message.conversation_id
+                        if wanted is not None and created.conversation_id != wanted:
+                            raise ConversationMismatch(f"conversation {wanted} is for another pair")
+                        outcomes.append(created)
+                    cur.nextset()
+            if before_commit is not None:
+                await before_commit(conn, rows)
+            committing = True  # the block's end sends COMMIT
+    except Exception as e:
+        if committing:
+            raise CommitFailed("the group's commit failed") from e
+        raise
     return outcomes
 
 

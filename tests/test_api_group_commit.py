@@ -38,6 +38,7 @@ class Gate:
         self.db_url = db_url
         self.crash = crash
         self.groups: list[list[str | None]] = []
+        self.pids: list[int] = []  # each group's server process
         self._queued = 0
         self._changed = threading.Condition()
         self._held = threading.Event()
@@ -55,6 +56,7 @@ class Gate:
 
     async def _before_commit(self, conn: AsyncConnection[Any], rows: Sequence[Pending]) -> None:
         self.groups.append([row.request_id for row in rows])
+        self.pids.append(conn.info.backend_pid)
         if len(self.groups) == 1:
             self._held.set()
             assert await asyncio.to_thread(self._released.wait, WAIT), "never released"
@@ -276,3 +278,21 @@ def test_a_connection_lost_before_the_commit_writes_none_and_answers_each_503(
     )
     assert db.execute("SELECT request_id FROM sms_messages").fetchall() == [("first",)]
     assert _count(db, "SELECT count(*) FROM sms_outbox") == 1
+
+
+def test_a_writer_connection_that_died_idle_fails_no_request(
+    live: LiveServer, gate: Gate, auth: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """The writer's server connection terminated while it sat idle: its next group fails before
+    any commit, so each row is written alone (202), not answered 503."""
+    gate.release()  # nothing is held
+    with httpx.Client(base_url=live.url, timeout=WAIT) as client:
+        assert (
+            client.post("/sms/send", json={"to": TO, "body": "a"}, headers=auth).status_code == 202
+        )
+        db.execute("SELECT pg_terminate_backend(%s, %s)", (gate.pids[0], int(WAIT * 1000)))
+        split_before = _split_rows(client)
+        r = client.post("/sms/send", json={"to": TO, "body": "b"}, headers=auth)
+        assert r.status_code == 202, r.text
+        assert _split_rows(client) - split_before == 1
+    assert _count(db, "SELECT count(*) FROM sms_messages") == 2
