@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from api.batch import routes as batch_routes
 from api.customer_webhooks import routes as customer_webhook_routes
 from api.errors import ApiError, handle_api_error, handle_http_exception
+from api.group_commit import Committer, Hooks
 from api.health import healthz, readyz, warn_about_senders
 from api.inbound import routes as inbound_routes
 from api.limits import Quota
@@ -86,11 +87,13 @@ def create_app(
     *,
     clock: Callable[[], datetime | None] | None = None,
     resolve: Resolver = system_resolver,
+    group_commit: Hooks | None = None,
 ) -> Starlette:
     """The Starlette app. Without `settings`, they are read from os.environ when it starts (and
     logging is set up then); tests pass their own and keep their log capture. `clock` is the
     time the per-key limits count windows in (tests); None: the database's. `resolve` looks up
-    webhook URLs' hosts at registration (tests pass a stub that reaches no DNS server)."""
+    webhook URLs' hosts at registration (tests pass a stub that reaches no DNS server);
+    `group_commit` hooks into POST /sms/send's group commit (tests)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
@@ -115,6 +118,19 @@ def create_app(
         outage = Outage(log, pool=pool, timeout=timeout)
         wakeup = Wakeup(pool)
         wakeup.start()
+        # The group commit's writers have connections of their own (one each): a group never
+        # waits behind the requests for one.
+        writers = (group_commit or Hooks()).writers
+        writers_pool = await open_pool(
+            current.database_url,
+            application_name=APPLICATION_NAME,
+            min_size=writers,
+            max_size=writers,
+            wait=False,
+            timeout_seconds=timeout,
+        )
+        committer = Committer(writers_pool, pool, wakeup, hooks=group_commit)
+        committer.start()
         retrying: asyncio.Task[None] | None = None
         if not await _register_senders(
             pool, current, outage, min(STARTUP_DB_TIMEOUT_SECONDS, timeout)
@@ -124,12 +140,14 @@ def create_app(
         try:
             # Starlette hands this to every request's scope; handlers read it with api.state.state.
             quota = Quota() if clock is None else Quota(clock)
-            yield {STATE_KEY: AppState(current, pool, providers, wakeup, quota, resolve)}
+            yield {STATE_KEY: AppState(current, pool, providers, wakeup, quota, resolve, committer)}
         finally:
             if retrying is not None:
                 retrying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retrying
+            await committer.stop()  # what is queued is written before the pools close
+            await writers_pool.close()
             await wakeup.stop()
             await close_providers(providers)
             await pool.close()

@@ -1,4 +1,4 @@
-"""POST /sms/send: authenticate, validate everything at once, enqueue in one transaction, 202."""
+"""POST /sms/send: authenticate, validate everything at once, enqueue (group commit), 202."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from api.limits import recipient_limited
 from api.middleware import request_id
 from api.payload import read_json_object
 from api.references import check_references
-from api.state import state
+from api.state import AppState, state
 from shared import messages, metrics
 from shared.logs import annotate, mask_number
-from shared.messages import EnqueueResult
+from shared.messages import EnqueueResult, NewMessage
 from shared.validation import IDEMPOTENCY_HEADER, Problem, check_idempotency_key, parse_send
 
 
@@ -75,47 +75,58 @@ async def send_sms(request: Request) -> JSONResponse:
         assert sender is not None and given.to is not None and given.body is not None
         # Limits last: a refused or invalid request spends none of the key's quota.
         admission = await app.quota.admit(conn, caller, messages=1)
-        with admission:
-            try:
-                result = await messages.enqueue(
-                    conn,
-                    api_key_id=caller.id,
-                    to_number=given.to,
-                    from_number=sender.phone_number,
-                    provider=sender.provider,
-                    body=given.body,
-                    conversation_id=given.conversation_id,
-                    idempotency_key=key if digest is not None else None,
-                    request_hash=digest,
-                    request_id=request_id(request),
-                    priority=given.priority,
-                    send_at=given.send_at,
-                    expires_at=given.expires_at,
-                    recipient_limit=caller.limits.recipient_hourly_limit,
-                )
-            except messages.IdempotencyKeyReused:
-                raise _reused() from None
-            except messages.ConversationMismatch:
-                raise ApiError(
-                    400,
-                    [
-                        Problem(
-                            "conversation_id", "conversation_mismatch", "another sender/recipient"
-                        )
-                    ],
-                ) from None
-            except messages.RecipientsOptedOut:
-                raise ApiError(422, [opted_out("to")]) from None
-            except messages.RecipientLimitReached as e:
+    # The write is the group commit's (api/group_commit.py): this connection goes back to the
+    # pool first, so a request never holds one while it waits for its group.
+    row = messages.Pending(
+        NewMessage(
+            to_number=given.to,
+            from_number=sender.phone_number,
+            provider=sender.provider,
+            body=given.body,
+            conversation_id=given.conversation_id,
+            priority=given.priority,
+            send_at=given.send_at,
+            expires_at=given.expires_at,
+        ),
+        api_key_id=caller.id,
+        idempotency_key=key if digest is not None else None,
+        request_hash=digest,
+        request_id=request_id(request),
+        recipient_limit=caller.limits.recipient_hourly_limit,
+    )
+    with admission:
+        try:
+            result = await _write(app, row)
+        except messages.IdempotencyKeyReused:
+            raise _reused() from None
+        except messages.ConversationMismatch:
+            raise ApiError(
+                400,
+                [Problem("conversation_id", "conversation_mismatch", "another sender/recipient")],
+            ) from None
+        except messages.RecipientsOptedOut:
+            raise ApiError(422, [opted_out("to")]) from None
+        except messages.RecipientLimitReached as e:
+            async with autocommit(app.pool) as conn:
                 refusal = await recipient_limited(conn, caller, e, [given.to], ["to"])
-                raise refusal from None
+            raise refusal from None
     if result.replayed:
         admission.refund()  # a concurrent twin with the same key created it: nothing new
         _log_replay(result)
     else:
         metrics.MESSAGES_ACCEPTED.labels(result.provider).inc()
-        app.wakeup.wake()
     return accepted(result)
+
+
+async def _write(app: AppState, row: messages.Pending) -> EnqueueResult:
+    """The row through the group commit (which wakes the dispatcher), or alone without one."""
+    if app.committer is not None:
+        return await app.committer.enqueue(row)
+    async with autocommit(app.pool) as conn:
+        result = await messages.enqueue_pending(conn, row)
+    if not result.replayed:
+        app.wakeup.wake()
+    return result
 
 
 def _log_replay(result: EnqueueResult) -> None:

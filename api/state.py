@@ -9,6 +9,7 @@ from typing import Any, Final
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from api.group_commit import Committer
 from api.limits import Quota
 from shared.config import Settings
 from shared.providers.base import Provider
@@ -22,8 +23,8 @@ STATE_KEY: Final = "app_state"
 @dataclass(frozen=True)
 class AppState:
     """The settings, the pool, the provider clients (by name, configured ones only), the
-    dispatcher wake-up and this process's share of the keys' quotas: the real things the
-    composition root made."""
+    dispatcher wake-up, this process's share of the keys' quotas and the send path's group
+    commit: the real things the composition root made."""
 
     settings: Settings
     pool: AsyncConnectionPool[Any]
@@ -32,6 +33,8 @@ class AppState:
     quota: Quota = field(default_factory=Quota)
     # How webhook URLs' host names are resolved at registration (tests pass a stub).
     resolve: Resolver = system_resolver
+    # POST /sms/send's group commit (None: each request writes its own transaction).
+    committer: Committer | None = None
 
 
 def state(request: Request) -> AppState:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final
@@ -53,6 +53,11 @@ class RecipientLimitReached(SmsOutboxError):
     def __init__(self, ordinals: list[int]) -> None:
         super().__init__(f"{len(ordinals)} recipient(s) over the key's hourly limit")
         self.ordinals = ordinals
+
+
+class CommitFailed(SmsOutboxError):
+    """A group's COMMIT raised (its cause says why): when the connection was lost, whether the
+    group was committed is unknown."""
 
 
 class BatchConversationMismatch(ConversationMismatch):
@@ -218,6 +223,106 @@ async def enqueue_many(
     return created
 
 
+@dataclass(frozen=True)
+class Pending:
+    """One POST /sms/send's message as a group commit writes it: the row and what its request
+    binds (enqueue's arguments)."""
+
+    message: NewMessage
+    api_key_id: int | None
+    idempotency_key: str | None
+    request_hash: str | None
+    request_id: str | None
+    recipient_limit: int | None = None
+
+
+async def enqueue_pending(conn: AsyncConnection[Any], row: Pending) -> EnqueueResult:
+    """enqueue of one request's Pending row: its own transaction."""
+    m = row.message
+    return await enqueue(
+        conn,
+        api_key_id=row.api_key_id,
+        to_number=m.to_number,
+        from_number=m.from_number,
+        provider=m.provider,
+        body=m.body,
+        conversation_id=m.conversation_id,
+        idempotency_key=row.idempotency_key,
+        request_hash=row.request_hash,
+        request_id=row.request_id,
+        priority=m.priority,
+        send_at=m.send_at,
+        expires_at=m.expires_at,
+        recipient_limit=row.recipient_limit,
+    )
+
+
+# A row's answer in a group: its message, or the refusal that wrote nothing for it.
+Outcome = EnqueueResult | RecipientsOptedOut | RecipientLimitReached
+BeforeCommit = Callable[[AsyncConnection[Any], Sequence[Pending]], Awaitable[None]]
+# Scoped to the group's transaction (is_local): the pooled connection keeps its own setting.
+_GROUP_LOCK_TIMEOUT: Final = "SELECT set_config('lock_timeout', %s, true)"
+
+
+async def enqueue_group(
+    conn: AsyncConnection[Any],
+    rows: Sequence[Pending],
+    *,
+    lock_timeout_ms: int,
+    before_commit: BeforeCommit | None = None,
+) -> list[Outcome]:
+    """Write the rows of many requests in ONE transaction (one commit), each with its own
+    messages_enqueue call (its own api key, request id and limit), pipelined: one round trip for
+    the statements, one for the commit. The answers in the order of `rows`.
+
+    A refusal (opted out, over the recipient limit) writes nothing for its row and is its answer;
+    the others are written. Any error before the commit (an idempotency key another transaction
+    committed, a wait for a lock longer than `lock_timeout_ms`, a conversation that is another
+    pair's, a lost connection) means nothing is written, and is raised: the caller writes each
+    row alone to find whose it was. An error of the COMMIT itself is raised as CommitFailed.
+    `conn` must not be in a transaction; `before_commit` runs after the statements (tests).
+    """
+    if not rows:
+        return []
+    params = [
+        _params(
+            [row.message],
+            api_key_id=row.api_key_id,
+            request_id=row.request_id,
+            idempotency_key=row.idempotency_key,
+            request_hash=row.request_hash,
+            recipient_limit=row.recipient_limit,
+        )
+        for row in rows
+    ]
+    outcomes: list[Outcome] = []
+    committing = False
+    try:
+        async with conn.pipeline(), conn.transaction():
+            await conn.execute(_GROUP_LOCK_TIMEOUT, (f"{lock_timeout_ms}ms",))
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.executemany(q("messages_enqueue"), params, returning=True)
+                for row in rows:
+                    try:
+                        (created,) = _answer(await cur.fetchall(), 1)
+                    except (RecipientsOptedOut, RecipientLimitReached) as refused:
+                        outcomes.append(refused)
+                    else:
+                        wanted = row.message.conversation_id
+                        if wanted is not None and created.conversation_id != wanted:
+                            raise ConversationMismatch(f"conversation {wanted} is for another pair")
+                        outcomes.append(created)
+                    cur.nextset()
+            if before_commit is not None:
+                await before_commit(conn, rows)
+            committing = True  # the block's end sends COMMIT
+    except Exception as e:
+        if committing:
+            raise CommitFailed("the group's commit failed") from e
+        raise
+    return outcomes
+
+
 async def _write(
     conn: AsyncConnection[Any],
     items: Sequence[NewMessage],
@@ -230,12 +335,36 @@ async def _write(
 ) -> list[EnqueueResult]:
     """Run messages_enqueue, the one enqueue statement of both send paths, for `items`; with a
     `recipient_limit`, the statement itself locks the key's recipients and counts their hour."""
+    params = _params(
+        items,
+        api_key_id=api_key_id,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        recipient_limit=recipient_limit,
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(q("messages_enqueue"), params)
+        rows = await cur.fetchall()
+    return _answer(rows, len(items))
+
+
+def _params(
+    items: Sequence[NewMessage],
+    *,
+    api_key_id: int | None,
+    request_id: str | None,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    recipient_limit: int | None,
+) -> dict[str, Any]:
+    """messages_enqueue's parameters: `items` as parallel arrays, the rest as the request binds."""
     if idempotency_key is not None and len(items) != 1:
         raise ValueError("an idempotency key names one message")
     if recipient_limit is not None and api_key_id is None:
         raise ValueError("a recipient limit is an API key's")
     counted = [count_segments(item.body) for item in items]
-    params = {
+    return {
         "from_numbers": [item.from_number for item in items],
         "to_numbers": [item.to_number for item in items],
         "bodies": [item.body for item in items],
@@ -251,9 +380,10 @@ async def _write(
         "request_id": request_id,
         "recipient_limit": recipient_limit,
     }
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("messages_enqueue"), params)
-        rows = await cur.fetchall()
+
+
+def _answer(rows: Sequence[dict[str, Any]], count: int) -> list[EnqueueResult]:
+    """The created messages of messages_enqueue's answer for `count` items, or its refusal."""
     # The statement answers the created messages, or the refused rows' 1-based ordinals and
     # writes nothing: (over_limit) messages_enqueue's `limited`, (opted_out) its `blocked`. The
     # limit is answered first, as it was when a separate check ran before the insert.
@@ -264,8 +394,8 @@ async def _write(
     if refused:
         raise RecipientsOptedOut(refused)
     created = [EnqueueResult(**{k: row[k] for k in _RESULT_FIELDS}) for row in rows]
-    if len(created) != len(items):  # pragma: no cover - one message per input row
-        raise SmsOutboxError(f"enqueue wrote {len(created)} of {len(items)} messages")
+    if len(created) != count:  # pragma: no cover - one message per input row
+        raise SmsOutboxError(f"enqueue wrote {len(created)} of {count} messages")
     return created
 
 
@@ -274,6 +404,12 @@ _RESULT_FIELDS: Final = tuple(f.name for f in fields(EnqueueResult) if f.name !=
 
 def _names_conversations(items: Sequence[NewMessage]) -> bool:
     return any(item.conversation_id is not None for item in items)
+
+
+def log_created(row: EnqueueResult) -> None:
+    """Say that `row` was created, as enqueue does: in the request's access line when there is one
+    (a group commit's request says it for its own message, in its own task)."""
+    _log_created(row, logging.INFO)
 
 
 def _log_created(row: EnqueueResult, level: int) -> None:

@@ -85,6 +85,13 @@ API_KEY_LIMITED: Final = Counter(
     "daily_limit_reached, recipient_rate_limited). Key ids are the operators' own, few.",
     ["api_key_id", "code"],
 )
+GROUP_COMMIT_ROWS: Final = Histogram(
+    "sms_group_commit_rows",
+    "Rows of each POST /sms/send group commit (one transaction), by outcome: written, or split "
+    "(an error rolled the group back and each row was written alone).",
+    ["outcome"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 OPERATOR_ACTIONS: Final = Counter(
     "sms_operator_actions",
     "Cancels and requeues done through the API or smsctl.",
