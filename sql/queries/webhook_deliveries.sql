@@ -55,11 +55,15 @@ events AS (
            CASE b.event_type WHEN 'received' THEN 'message.received'
                              ELSE 'message.' || b.to_status END AS type
     FROM batch b
+    -- A cancel looks up its message's other events (sms_message_events_message_idx); OFFSET 0
+    -- keeps that a probe per cancel: without it the planner may hash the lookup instead, which
+    -- reads every transition to canceled there is.
     WHERE b.event_type <> 'canceled'
        OR (b.to_status = 'canceled'
            AND NOT EXISTS (SELECT 1 FROM sms_message_events t
                            WHERE t.message_id = b.message_id AND t.xact = b.xact
-                             AND t.event_type = 'transition' AND t.to_status = 'canceled'))
+                             AND t.event_type = 'transition' AND t.to_status = 'canceled'
+                           OFFSET 0))
 ),
 made AS (
     INSERT INTO sms_webhook_deliveries
