@@ -88,7 +88,7 @@ class FanOut:
     events: int = 0  # webhook-worthy events read
     deliveries: int = 0  # deliveries made (events x their endpoints)
     more: bool = False  # the last step filled its batch: events may still wait
-    busy: bool = False  # another dispatcher held the cursor: it fans out meanwhile
+    idle: bool = False  # the cursor was left alone: nothing to do, or another dispatcher has it
 
 
 # Events read per fan-out step (one statement, one transaction), and steps per `fan_out` call:
@@ -181,7 +181,7 @@ class WebhookWorker:
                 events=done.events + step.events,
                 deliveries=done.deliveries + step.deliveries,
                 more=step.more,
-                busy=step.busy,
+                idle=step.idle,
             )
             if not step.more:
                 break
@@ -465,7 +465,7 @@ async def fan_out_step(conn: AsyncConnection[Any], batch: int = FANOUT_BATCH) ->
         events=int(row["events"]),
         deliveries=int(row["deliveries"]),
         more=int(row["events"]) >= batch,
-        busy=not row["took_cursor"],
+        idle=not row["took_cursor"],
     )
 
 

@@ -218,21 +218,30 @@ def test_without_an_enabled_endpoint_the_cursor_only_moves(
     db: psycopg.Connection[Any], db_url: str
 ) -> None:
     """With no endpoint enabled anywhere, a step reads no event and moves the cursor past the
-    committed ones: an endpoint added later gets only what happens after the next step."""
+    committed ones, at most once a second (a step within the second writes nothing): an
+    endpoint added later gets only what happens after the next step."""
     key = key_with_endpoint(db, endpoint=False)
     mid = message(db, db_url, key)
     record(db, mid, "pending", "queued")
+    db.execute("UPDATE sms_webhook_fanout SET updated_at = now() - interval '1 minute'")
     before = cursor(db)
     row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
     assert row == (True, 0, 0)
-    assert cursor(db) > before
+    moved = cursor(db)
+    assert moved > before
+    record(db, mid, "queued", "sent")  # the cursor moved just now: this one waits a second
+    row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
+    assert row == (False, 0, 0)
+    assert cursor(db) == moved
+    db.execute("UPDATE sms_webhook_fanout SET updated_at = now() - interval '1 minute'")
+    assert db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone() == (True, 0, 0)
     db.execute(
         "INSERT INTO sms_webhook_endpoints (api_key_id, url, secret) VALUES (%s, %s, %s)",
         (key, URL, new_secret()),
     )
-    record(db, mid, "queued", "sent")
+    record(db, mid, "sent", "delivered")
     assert fan_out(db) == 1
-    assert made(db) == ["message.sent"]
+    assert made(db) == ["message.delivered"]
 
 
 def test_a_step_that_finds_the_cursor_locked_leaves_it_to_the_other(
@@ -287,3 +296,15 @@ def test_every_partition_stamps_its_events_with_their_transaction(
         rows[-1][0],
     ]
     assert all(stamped for _, stamped in rows)
+
+
+def test_a_step_with_nothing_to_do_writes_nothing(db: psycopg.Connection[Any], db_url: str) -> None:
+    """With an endpoint enabled and every committed event fanned out, a step leaves the cursor
+    row alone (no lock, no commit to flush): the webhook loop runs one after every SMS batch."""
+    mid = message(db, db_url, key_with_endpoint(db))
+    record(db, mid, "pending", "queued")
+    assert fan_out(db) == 1
+    before = db.execute("SELECT xmin::text, xmax::text FROM sms_webhook_fanout").fetchone()
+    row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
+    assert row == (False, 0, 0)
+    assert db.execute("SELECT xmin::text, xmax::text FROM sms_webhook_fanout").fetchone() == before

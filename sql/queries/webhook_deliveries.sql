@@ -11,8 +11,9 @@
 -- webhook-worthy events past the cursor, of transactions that have ended (xact below the xmin of
 -- this statement's snapshot), become deliveries and their outbox rows, and the cursor moves past
 -- them, all in this one statement: a crash repeats or loses nothing. The cursor row is locked
--- SKIP LOCKED: while another dispatcher fans out, this one does nothing (took_cursor false). With
--- no endpoint enabled anywhere the events are not read; the cursor just moves to xmin.
+-- SKIP LOCKED: while another dispatcher fans out, this one does nothing (took_cursor false, as
+-- when there is nothing to do). With no endpoint enabled anywhere the events are not read; the
+-- cursor just moves to xmin.
 -- What becomes a webhook, and its body, are those of the trigger of 0008/0013 it replaces:
 -- * 'transition' rows to a status of DESIGN section 13 (`sending` and `pending` are not events
 --   of the contract);
@@ -25,11 +26,28 @@
 -- the event's). Events are read through sms_message_events_fanout_idx (xact, id), whose
 -- predicate the WHERE below repeats word for word; deliveries are made in event id order.
 WITH mark AS MATERIALIZED (
-    SELECT f.xact, f.event_id, pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
-           EXISTS (SELECT 1 FROM sms_webhook_endpoints w WHERE w.enabled) AS wanted
+    -- The cursor, locked only when there is something to do, so that a step with nothing to do
+    -- writes nothing (a lock is a write, and its commit a WAL flush): with an endpoint enabled,
+    -- when a committed event waits past it; with none, to move it up to xmin, at most once a
+    -- second (an endpoint enabled meanwhile may get the events of that second).
+    SELECT f.xact, f.event_id, s.xmin, s.wanted
     FROM sms_webhook_fanout f
+    CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+                       EXISTS (SELECT 1 FROM sms_webhook_endpoints w WHERE w.enabled) AS wanted
+               ) s
     WHERE f.id
-    FOR UPDATE SKIP LOCKED
+      AND CASE WHEN s.wanted
+               THEN EXISTS (
+                   SELECT 1
+                   FROM sms_message_events e
+                   WHERE (e.xact, e.id) > (f.xact, f.event_id) AND e.xact < s.xmin
+                     AND e.xact IS NOT NULL AND e.message_id IS NOT NULL
+                     AND (e.event_type = 'received'
+                          OR (e.event_type IN ('transition', 'canceled')
+                              AND e.to_status IN ('queued', 'sent', 'delivered', 'undelivered',
+                                                  'failed', 'expired', 'canceled', 'read'))))
+               ELSE f.xact < s.xmin AND f.updated_at < now() - interval '1 second' END
+    FOR UPDATE OF f SKIP LOCKED
 ),
 batch AS MATERIALIZED (
     SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status, e.occurred_at
