@@ -1,16 +1,18 @@
-"""The webhook loop in the dispatcher process: claim while there is room (WEBHOOK_CONCURRENCY
-deliveries in flight), poll when nothing is due, refresh the per-endpoint gauges now and then,
-and on stop finish or hand back what is in flight within DISPATCH_GRACE_SECONDS.
+"""The webhook loop in the dispatcher process: fan committed message events out into deliveries,
+claim while there is room (WEBHOOK_CONCURRENCY deliveries in flight), poll when nothing is due,
+refresh the per-endpoint gauges now and then, and on stop finish or hand back what is in flight
+within DISPATCH_GRACE_SECONDS.
 
 It runs beside the SMS claim loop (dispatcher/runner.py) and shares nothing with it but the
-process: a failure here is logged, never raised into the SMS side. Triggers write deliveries
-without NOTIFY (a NOTIFY would serialize every committing status change), so due work is found
-at once while claims come back full, as soon as the SMS loop of the same process ends a batch of
-sends (`nudge`: their status changes made deliveries), and otherwise by polling every
-POLL_SECONDS (status callbacks and inbound messages come in through the API). A nudge claims
-without waiting for the poll, but no sooner than NUDGE_MIN_SECONDS after the previous claim:
-the SMS loop ends many batches a second, and most of their nudges find nothing due (no endpoint,
-or a dead one parked with its backlog).
+process: a failure here is logged, never raised into the SMS side. Deliveries are made here, after
+the SMS transactions commit (WebhookWorker.fan_out, migration 0016), and without NOTIFY (a NOTIFY
+would serialize every committing status change), so new events are fanned out as soon as the SMS
+loop of the same process ends a batch of sends (`nudge`: their status changes are events), and
+otherwise by polling every POLL_SECONDS (status callbacks and inbound messages come in through
+the API, as before). A fan-out that filled its batch runs again before the loop sleeps. A nudge
+fans out and claims without waiting for the poll, but no sooner than NUDGE_MIN_SECONDS after the
+previous one: the SMS loop ends many batches a second, and most of their nudges find nothing
+due (no endpoint, or a dead one parked with its backlog).
 """
 
 from __future__ import annotations
@@ -45,6 +47,22 @@ def nudge_delay(now: float, last_claim: float, every: float = NUDGE_MIN_SECONDS)
     return max(0.0, min(every, last_claim + every - now))
 
 
+def fan_out_due(
+    now: float,
+    last_fan_out: float,
+    *,
+    woken: bool,
+    nudged: bool,
+    every: float = NUDGE_MIN_SECONDS,
+) -> bool:
+    """Whether to fan out before the next claim at `now` (loop time), the last fan-out having
+    started at `last_fan_out`: after a wake-up from idle (a nudge or the poll) or a full batch
+    (`woken`), after a nudge while busy (at most every `every`), and at least every
+    POLL_SECONDS."""
+    since = now - last_fan_out
+    return woken or since >= POLL_SECONDS or (nudged and since >= every)
+
+
 class WebhookLoop:
     """Runs one WebhookWorker until the stop event is set."""
 
@@ -52,10 +70,12 @@ class WebhookLoop:
         self.worker = worker
         self.nudge_every = nudge_every
         self._nudged = asyncio.Event()
+        self._events = False  # nudged since the last fan-out
 
     def nudge(self) -> None:
-        """New deliveries may be due (the SMS loop recorded outcomes): claim without waiting for
-        the next poll."""
+        """New events may wait for the fan-out (the SMS loop recorded outcomes): fan out and
+        claim without waiting for the next poll."""
+        self._events = True
         self._nudged.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -66,6 +86,8 @@ class WebhookLoop:
         loop = asyncio.get_running_loop()
         failures = 0
         last_claim = loop.time()
+        last_fan_out = loop.time()
+        fan_out_now = True  # at start, and after each wake-up: events may be waiting
 
         def done(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
@@ -75,6 +97,17 @@ class WebhookLoop:
             if loop.time() >= next_health:
                 next_health = loop.time() + HEALTH_EVERY_SECONDS
                 await self._quietly(self.worker.refresh_health(), "webhook health refresh")
+            if fan_out_due(
+                loop.time(),
+                last_fan_out,
+                woken=fan_out_now,
+                nudged=self._events,
+                every=self.nudge_every,
+            ):
+                self._events = False
+                last_fan_out = loop.time()
+                # A full batch: more events wait, so the loop comes back without sleeping.
+                fan_out_now = await self._fan_out()
             concurrency = self.worker.settings.webhook_concurrency
             free = concurrency - len(tasks)
             if free <= 0:
@@ -98,9 +131,21 @@ class WebhookLoop:
                 task = asyncio.create_task(self._guarded(work))
                 tasks.add(task)
                 task.add_done_callback(done)
-            if len(works) < free:
+            if len(works) < free and not fan_out_now:
                 await self._idle(stop, last_claim)
+                fan_out_now = True
         await self._stop(tasks)
+
+    async def _fan_out(self) -> bool:
+        """One fan-out (a few steps); whether events were left for the next one."""
+        try:
+            return (await self.worker.fan_out()).more
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if unavailable(e) is None:
+                log.exception("webhook fan-out failed", extra={"action": "webhook_fan_out_failed"})
+            return False
 
     async def _gather(
         self, tasks: set[asyncio.Task[None]], room: asyncio.Event, wanted: int

@@ -1,6 +1,11 @@
 """Customers' status webhooks out of the outbox (kind deliver_webhook), signed to the Standard
-Webhooks spec: claim, POST, record. `run_once` is one iteration; dispatcher/webhook_loop.py runs
-them in the dispatcher process.
+Webhooks spec: fan out, claim, POST, record. `run_once` is one iteration; dispatcher/webhook_loop.py
+runs them in the dispatcher process.
+
+The fan-out (`fan_out`, migration 0016) turns message events that have committed into deliveries
+and their outbox rows, after the SMS transactions that wrote the events: an endpoint, dead or
+alive, adds nothing to an SMS send or a status callback. One statement per batch of events moves
+a cursor that never passes an event of a transaction still open (see the migration).
 
 Webhook work has a share of the dispatcher of its own, so it never delays an SMS: its own claim
 (webhook_deliveries_claim, on its own index), its own concurrency (WEBHOOK_CONCURRENCY), its own
@@ -76,6 +81,24 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class FanOut:
+    """What the fan-out steps of one `fan_out` call did."""
+
+    steps: int = 0
+    events: int = 0  # webhook-worthy events read
+    deliveries: int = 0  # deliveries made (events x their endpoints)
+    more: bool = False  # the last step filled its batch: events may still wait
+    idle: bool = False  # the cursor was left alone: nothing to do, or another dispatcher has it
+
+
+# Events read per fan-out step (one statement, one transaction), and steps per `fan_out` call:
+# a deep backlog (after a long transaction held the fan-out back) is worked off a few thousand
+# events at a time between claims, not in one go that keeps the claims waiting.
+FANOUT_BATCH = 500
+FANOUT_STEPS = 8
+
+
+@dataclass(frozen=True)
 class DeliveredRow:
     """A 2xx answer to one claimed delivery, for the group write."""
 
@@ -136,13 +159,33 @@ class WebhookWorker:
     # -- one iteration -----------------------------------------------------------------------
 
     async def run_once(self, now: datetime | None = None) -> WebhookStats:
-        """Claim up to WEBHOOK_CONCURRENCY due deliveries and deliver them all; `now` injects the
-        database clock (the signing time stays the wall clock, which receivers check)."""
+        """Fan out the committed events, then claim up to WEBHOOK_CONCURRENCY due deliveries and
+        deliver them all; `now` injects the database clock (the signing time stays the wall
+        clock, which receivers check)."""
         stats = WebhookStats()
+        while (await self.fan_out()).more:
+            pass
         works = await self.claim(self.settings.webhook_concurrency, now=now)
         stats.claimed = len(works)
         await asyncio.gather(*(self.deliver(w, stats, now=now) for w in works))
         return stats
+
+    async def fan_out(self, *, batch: int = FANOUT_BATCH, steps: int = FANOUT_STEPS) -> FanOut:
+        """Turn committed message events into deliveries, `batch` events a step (each its own
+        transaction), until a step finds fewer or `steps` ran; `more` says events may be left."""
+        done = FanOut()
+        for _ in range(steps):
+            step = await self._tx(lambda conn: fan_out_step(conn, batch))
+            done = FanOut(
+                steps=done.steps + 1,
+                events=done.events + step.events,
+                deliveries=done.deliveries + step.deliveries,
+                more=step.more,
+                idle=step.idle,
+            )
+            if not step.more:
+                break
+        return done
 
     async def claim(self, limit: int, *, now: datetime | None = None) -> list[Delivery]:
         """Lease up to `limit` due deliveries (committed at once); they are held from here."""
@@ -408,6 +451,22 @@ class WebhookWorker:
                     raise
                 log.warning("transaction retried", extra={"action": "tx_retry", "attempt": attempt})
         raise AssertionError("unreachable")
+
+
+async def fan_out_step(conn: AsyncConnection[Any], batch: int = FANOUT_BATCH) -> FanOut:
+    """One fan-out step on `conn` (webhook_deliveries_fan_out; the caller's transaction): up to
+    `batch` committed events become deliveries and the cursor moves past them."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(q("webhook_deliveries_fan_out"), {"limit": batch})
+        row = await cur.fetchone()
+    assert row is not None  # the statement always answers one row
+    return FanOut(
+        steps=1,
+        events=int(row["events"]),
+        deliveries=int(row["deliveries"]),
+        more=int(row["events"]) >= batch,
+        idle=not row["took_cursor"],
+    )
 
 
 def _name(outcome: Outcome) -> str:

@@ -1,8 +1,9 @@
 """The event types and bodies of customer webhooks (DESIGN section 13): pure, no I/O.
 
-The bodies of real events are built in the database, by the triggers of
-sql/migrations/0008_webhooks.sql, in the transaction that records the status change; `envelope`
-and `message_data` build the same shape in Python (a test event, tests that compare the two).
+The bodies of real events are built in the database: a message's by the fan-out after commit
+(webhook_deliveries_fan_out, sql/queries/webhook_deliveries.sql), an opt-out's by the triggers of
+sql/migrations/0008_webhooks.sql; `envelope` and `message_data` build the same shape in Python
+(a test event, tests that compare the two).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def event_for_status(status: str) -> str | None:
 
 
 def rfc3339(at: datetime) -> str:
-    """`2026-05-01T12:00:00.123456Z`: UTC with microseconds, as the triggers write it."""
+    """`2026-05-01T12:00:00.123456Z`: UTC with microseconds, as the database writes it."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -40,6 +40,7 @@ from shared.webhook_events import MESSAGE_DATA_FIELDS, envelope, message_data
 from shared.webhook_signing import new_secret
 from tests.dispatch_support import db_now, ensure_sender, later, running
 from tests.fixtures_sim import SIM_TWILIO_NUMBER, CallbackListener, SimHandle
+from tests.webhook_support import fan_out
 
 TO = "+14155550123"
 HOUR = timedelta(hours=1)
@@ -189,13 +190,19 @@ def send_as(db_url: str, key: int, to: str = TO, from_number: str = SIM_TWILIO_N
     return asyncio.run(go())
 
 
-def transition(db: psycopg.Connection[Any], message_id: UUID, before: str, after: str) -> None:
-    """A status change as every guarded UPDATE records it (the trigger reads the event row)."""
+def record(db: psycopg.Connection[Any], message_id: UUID, before: str, after: str) -> None:
+    """A status change's event, as every guarded UPDATE records it; no delivery yet."""
     db.execute(
         "INSERT INTO sms_message_events (message_id, event_type, from_status, to_status)"
         " VALUES (%s, 'transition', %s, %s)",
         (message_id, before, after),
     )
+
+
+def transition(db: psycopg.Connection[Any], message_id: UUID, before: str, after: str) -> None:
+    """A status change's event, then the fan-out that the webhook loop runs once it committed."""
+    record(db, message_id, before, after)
+    fan_out(db)
 
 
 @asynccontextmanager
@@ -689,12 +696,13 @@ def test_without_endpoints_no_delivery_is_made(db: psycopg.Connection[Any], db_u
 def test_the_loop_delivers_and_stops_when_told(
     wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
 ) -> None:
-    """WebhookLoop.run finds due work by itself, delivers it, and returns once stopped."""
+    """WebhookLoop.run fans out a committed event and delivers it by itself, and returns once
+    stopped."""
     key = api_key(db)
     secret = new_secret()
     add_endpoint(db, key, receiver.endpoint("/a", secret), secret)
     mid = send_as(db_url, key)
-    transition(db, mid, "pending", "queued")
+    record(db, mid, "pending", "queued")
 
     async def go() -> None:
         async with webhook_worker(wh_settings) as worker:
@@ -717,8 +725,9 @@ def test_a_nudge_claims_at_once_instead_of_at_the_next_poll(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The SMS loop nudges the webhook loop when a batch ends: an idle loop claims then, without
-    waiting for its poll (an hour here, so only the nudge can deliver in time)."""
+    """The SMS loop nudges the webhook loop when a batch ends: an idle loop fans the batch's events
+    out and claims then, without waiting for its poll (an hour here, so only the nudge can
+    deliver in time)."""
     monkeypatch.setattr(webhook_loop, "POLL_SECONDS", 3600.0)
     key = api_key(db)
     secret = new_secret()
@@ -741,7 +750,7 @@ def test_a_nudge_claims_at_once_instead_of_at_the_next_poll(
             loop = WebhookLoop(worker)
             task = asyncio.create_task(loop.run(stop))
             await eventually(lambda: claims == 1, "the first (empty) claim")
-            transition(db, mid, "pending", "queued")
+            record(db, mid, "pending", "queued")
             loop.nudge()
             await eventually(lambda: bool(receiver.at("/a")), "the delivery")
             stop.set()
@@ -780,7 +789,7 @@ def test_a_nudge_right_after_a_claim_waits_out_the_nudge_interval(
             loop = WebhookLoop(worker, nudge_every=1.0)
             task = asyncio.create_task(loop.run(stop))
             await eventually(lambda: len(started) == 1, "the first (empty) claim")
-            transition(db, mid, "pending", "queued")
+            record(db, mid, "pending", "queued")
             loop.nudge()
             await eventually(lambda: bool(receiver.at("/a")), "the delivery")
             stop.set()

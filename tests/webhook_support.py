@@ -1,10 +1,14 @@
-"""A resolver for webhook URLs that reaches no DNS server: tests talk to 127.0.0.1 only."""
+"""A resolver for webhook URLs that reaches no DNS server (tests talk to 127.0.0.1 only), and the
+fan-out of committed events into deliveries that the dispatcher's webhook loop runs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
+import psycopg
+
+from shared.queries import q
 from shared.webhook_targets import Resolver
 
 # Names the stub knows; every other name does not resolve. The example.* names stand for the
@@ -30,3 +34,16 @@ def stub_resolver(table: Mapping[str, Sequence[str]] = KNOWN) -> Resolver:
 
 
 offline_resolver: Final = stub_resolver()
+
+
+def fan_out(db: psycopg.Connection[Any], batch: int = 500) -> int:
+    """Fan the committed message events out into deliveries, as the dispatcher's webhook loop
+    does after each SMS batch (webhook_deliveries_fan_out, each step its own transaction on the
+    autocommit `db`); the deliveries made."""
+    made = 0
+    while True:
+        row = db.execute(q("webhook_deliveries_fan_out"), {"limit": batch}).fetchone()
+        assert row is not None
+        made += int(row[2])
+        if int(row[1]) < batch:
+            return made

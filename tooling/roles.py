@@ -37,9 +37,11 @@ IDLE_IN_TRANSACTION_TIMEOUT: Final = "30s"
 _LOCK_KEY: Final = 7_715_003  # two runs at once wait for each other (shared.migrate uses ...001)
 
 # Privileges (S select, I insert, U update, D delete) on each table, from the named queries each
-# process runs (sql/queries) and the triggers those fire: inserting sms_message_events or
-# sms_suppressions fans out into sms_webhook_deliveries and sms_outbox (0008_webhooks.sql) as the
-# inserting role. Retention (`smsctl prune`), migrations and operators' smsctl run as the owner.
+# process runs (sql/queries) and the triggers those fire: inserting or deleting sms_suppressions
+# fans out into sms_webhook_deliveries and sms_outbox (0008_webhooks.sql) as the writing role;
+# the dispatcher fans sms_message_events out into the same two after commit (0016), moving the
+# cursor in sms_webhook_fanout. Retention (`smsctl prune`), migrations and operators' smsctl run
+# as the owner.
 TABLES: Final[Mapping[str, Mapping[str, str]]] = {
     # API: authenticates keys; dispatcher: never reads them.
     "sms_api_keys": {API: "S", DISPATCHER: ""},
@@ -60,6 +62,8 @@ TABLES: Final[Mapping[str, Mapping[str, str]]] = {
     "sms_suppressions": {API: "SID", DISPATCHER: "SI"},
     "sms_webhook_endpoints": {API: "SIUD", DISPATCHER: "SU"},
     "sms_webhook_deliveries": {API: "SIU", DISPATCHER: "SIU"},
+    # The fan-out's cursor (0016): read, locked and moved by the dispatcher's webhook loop.
+    "sms_webhook_fanout": {API: "", DISPATCHER: "SU"},
     "sms_schema_migrations": {API: "", DISPATCHER: ""},
     # The ops console's sign-ins (0011): opened, looked up, closed and expired by the API.
     "sms_ops_sessions": {API: "SID", DISPATCHER: ""},

@@ -1,9 +1,160 @@
 -- sms_webhook_deliveries: status webhooks to customer endpoints, and their outbox rows
--- (sms_outbox kind deliver_webhook). The triggers of migration 0008 create both; these are the
--- webhook loop's (dispatcher/webhooks.py). They touch only deliver_webhook rows, through their own
--- index (sms_outbox_webhook_due_idx), so they never meet the SMS claim's rows; the same
--- conventions hold as in outbox.sql: the `clock` CTE (tests inject the time), every change to a
--- leased row guarded by (lease_owner, attempts, state = 'leased').
+-- (sms_outbox kind deliver_webhook). webhook_deliveries_fan_out makes both from the message
+-- events after they committed (migration 0016), the opt-out triggers of 0008 from suppressions;
+-- the rest are the webhook loop's (dispatcher/webhooks.py). They touch only deliver_webhook rows,
+-- through their own index (sms_outbox_webhook_due_idx), so they never meet the SMS claim's rows;
+-- the same conventions hold as in outbox.sql: the `clock` CTE (tests inject the time), every
+-- change to a leased row guarded by (lease_owner, attempts, state = 'leased').
+
+-- name: webhook_deliveries_fan_out
+-- One step of the fan-out after commit (migration 0016 explains the cursor): up to %(limit)s
+-- webhook-worthy events past the cursor, of transactions that have ended (xact below the xmin of
+-- this statement's snapshot), become deliveries and their outbox rows, and the cursor moves past
+-- them, all in this one statement: a crash repeats or loses nothing. The cursor row is locked
+-- SKIP LOCKED: while another dispatcher fans out, this one does nothing (took_cursor false, as
+-- when there is nothing to do). With no endpoint enabled anywhere the events are not read; the
+-- cursor just moves to xmin.
+-- What becomes a webhook, and its body, are those of the trigger of 0008/0013 it replaces:
+-- * 'transition' rows to a status of DESIGN section 13 (`sending` and `pending` are not events
+--   of the contract);
+-- * 'canceled' rows (messages_cancel records pending -> canceled that way, without a transition
+--   row), unless the same transaction also wrote the transition, so a cancel is one event;
+-- * 'received' rows (inbound messages), to the key that sent last in the conversation, which
+--   messages_receive stores as the inbound message's api_key_id.
+-- A message goes to the endpoints of the key that created it enabled now, filtered by `events`;
+-- the body's message fields are the message row as it is now (status and previous_status are
+-- the event's). Events are read through sms_message_events_fanout_idx (xact, id), whose
+-- predicate the WHERE below repeats word for word; deliveries are made in event id order.
+WITH mark AS MATERIALIZED (
+    -- The cursor, locked only when there is something to do, so that a step with nothing to do
+    -- writes nothing (a lock is a write, and its commit a WAL flush): with an endpoint enabled,
+    -- when a committed event waits past it; with none, to move it up to xmin, at most once a
+    -- second (an endpoint enabled meanwhile may get the events of that second).
+    SELECT f.xact, f.event_id, s.xmin, s.wanted
+    FROM sms_webhook_fanout f
+    CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+                       EXISTS (SELECT 1 FROM sms_webhook_endpoints w WHERE w.enabled) AS wanted
+               ) s
+    WHERE f.id
+      AND CASE WHEN s.wanted
+               THEN EXISTS (
+                   SELECT 1
+                   FROM sms_message_events e
+                   WHERE (e.xact, e.id) > (f.xact, f.event_id) AND e.xact < s.xmin
+                     AND e.xact IS NOT NULL AND e.message_id IS NOT NULL
+                     AND (e.event_type = 'received'
+                          OR (e.event_type IN ('transition', 'canceled')
+                              AND e.to_status IN ('queued', 'sent', 'delivered', 'undelivered',
+                                                  'failed', 'expired', 'canceled', 'read'))))
+               ELSE f.xact < s.xmin AND f.updated_at < now() - interval '1 second' END
+    FOR UPDATE OF f SKIP LOCKED
+),
+batch AS MATERIALIZED (
+    SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status, e.occurred_at
+    FROM mark c
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status,
+               e.occurred_at
+        FROM sms_message_events e
+        WHERE (e.xact, e.id) > (c.xact, c.event_id) AND e.xact < c.xmin
+          AND e.xact IS NOT NULL AND e.message_id IS NOT NULL
+          AND (e.event_type = 'received'
+               OR (e.event_type IN ('transition', 'canceled')
+                   AND e.to_status IN ('queued', 'sent', 'delivered', 'undelivered', 'failed',
+                                       'expired', 'canceled', 'read')))
+        ORDER BY e.xact, e.id
+        LIMIT %(limit)s
+    ) e
+    WHERE c.wanted
+),
+events AS (
+    SELECT b.id, b.message_id, b.occurred_at, b.from_status AS previous_status,
+           b.to_status AS status,
+           CASE b.event_type WHEN 'received' THEN 'message.received'
+                             ELSE 'message.' || b.to_status END AS type
+    FROM batch b
+    -- A cancel looks up its message's other events (sms_message_events_message_idx); OFFSET 0
+    -- keeps that a probe per cancel: without it the planner may hash the lookup instead, which
+    -- reads every transition to canceled there is.
+    WHERE b.event_type <> 'canceled'
+       OR (b.to_status = 'canceled'
+           AND NOT EXISTS (SELECT 1 FROM sms_message_events t
+                           WHERE t.message_id = b.message_id AND t.xact = b.xact
+                             AND t.event_type = 'transition' AND t.to_status = 'canceled'
+                           OFFSET 0))
+),
+made AS (
+    INSERT INTO sms_webhook_deliveries
+        (endpoint_id, event_type, message_id, payload, occurred_at)
+    SELECT w.id, ev.type, m.id,
+           jsonb_build_object(
+               'type', ev.type,
+               'timestamp', to_char(ev.occurred_at AT TIME ZONE 'UTC',
+                                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'data', jsonb_build_object(
+                   'id', m.id,
+                   'conversation_id', m.conversation_id,
+                   'status', ev.status,
+                   'previous_status', ev.previous_status,
+                   'to', m.to_number,
+                   'from', m.from_number,
+                   'error_code', m.error_code,
+                   'error_category', m.error_category,
+                   'error_message', m.error_message,
+                   'segments', m.segments,
+                   'attempts', m.attempts,
+                   'direction', m.direction)),
+           ev.occurred_at
+    FROM events ev
+    -- One primary-key probe per event: a prepared statement's generic plan cannot tell the
+    -- batch's size, and a join planned for a large one (a scan of sms_messages) would run for
+    -- every step that finds one event. OFFSET 0 keeps the subquery a nested-loop probe.
+    CROSS JOIN LATERAL (
+        SELECT m.id, m.conversation_id, m.to_number, m.from_number, m.error_code,
+               m.error_category, m.error_message, m.segments, m.attempts, m.direction,
+               m.api_key_id
+        FROM sms_messages m
+        WHERE m.id = ev.message_id
+        OFFSET 0
+    ) m
+    JOIN sms_webhook_endpoints w
+      ON w.api_key_id = m.api_key_id AND w.enabled
+     AND (w.events = '{}' OR ev.type = ANY (w.events))
+    ORDER BY ev.id, w.id
+    RETURNING id, endpoint_id
+),
+queued AS (
+    -- Due at once, unless the endpoint is parked (failing): then when it wakes.
+    INSERT INTO sms_outbox (kind, webhook_delivery_id, next_attempt_at)
+    SELECT 'deliver_webhook', made.id, greatest(now(), w.parked_until)
+    FROM made
+    JOIN sms_webhook_endpoints w ON w.id = made.endpoint_id
+    RETURNING id
+),
+tail AS (
+    SELECT b.xact, b.id FROM batch b ORDER BY b.xact DESC, b.id DESC LIMIT 1
+),
+target AS (
+    -- A full batch: up to its last event (the caller runs again). Otherwise every event below
+    -- xmin has been read: up to xmin.
+    SELECT CASE WHEN n.full_batch THEN l.xact ELSE c.xmin END AS xact,
+           CASE WHEN n.full_batch THEN l.id ELSE 0 END AS event_id
+    FROM mark c
+    CROSS JOIN (SELECT count(*) >= %(limit)s AS full_batch FROM batch) n
+    LEFT JOIN tail l ON true
+),
+moved AS (
+    -- Never backwards: a cursor moved by another dispatcher after this statement's snapshot
+    -- was taken (the lock then reads its new version) may already be past this one's xmin.
+    UPDATE sms_webhook_fanout f
+    SET xact = n.xact, event_id = n.event_id, updated_at = now()
+    FROM target n
+    WHERE f.id AND (n.xact, n.event_id) > (f.xact, f.event_id)
+    RETURNING f.id
+)
+SELECT (SELECT count(*) FROM mark) > 0 AS took_cursor,
+       (SELECT count(*) FROM batch) AS events,
+       (SELECT count(*) FROM queued) AS deliveries;
 
 -- name: webhook_deliveries_claim
 -- Up to %(limit)s due deliveries (fresh, retry-due, or with an expired lease) for %(owner)s, with

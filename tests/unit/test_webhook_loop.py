@@ -1,10 +1,10 @@
-"""The webhook loop's pace of nudged claims (dispatcher.webhook_loop.nudge_delay): pure, no I/O."""
+"""The webhook loop's pace of nudged claims and fan-outs (dispatcher.webhook_loop): pure, no I/O."""
 
 from __future__ import annotations
 
 import pytest
 
-from dispatcher.webhook_loop import NUDGE_MIN_SECONDS, POLL_SECONDS, nudge_delay
+from dispatcher.webhook_loop import NUDGE_MIN_SECONDS, POLL_SECONDS, fan_out_due, nudge_delay
 
 
 @pytest.mark.parametrize(
@@ -28,3 +28,21 @@ def test_a_nudge_waits_out_the_rest_of_the_interval(
 def test_the_interval_is_short_beside_the_poll() -> None:
     """A nudge still claims far sooner than the 1 s poll would."""
     assert nudge_delay(0.0, 0.0) == NUDGE_MIN_SECONDS <= POLL_SECONDS / 10
+
+
+@pytest.mark.parametrize(
+    ("now", "woken", "nudged", "due"),
+    [
+        (100.0, True, False, True),  # woken from idle (nudge or poll), or a full batch: at once
+        (100.01, False, True, False),  # nudged while busy, right after the last fan-out: later
+        (100.06, False, True, True),  # nudged while busy, the interval over: now
+        (100.5, False, False, False),  # busy, not nudged, within the poll: the claim alone
+        (101.0, False, False, True),  # busy for a whole poll: fan out anyway (API callbacks)
+    ],
+)
+def test_the_fan_out_runs_after_wake_ups_nudges_and_at_least_every_poll(
+    now: float, woken: bool, nudged: bool, due: bool
+) -> None:
+    """A busy loop (claims back to back) still fans out after a nudge, no sooner than the nudge
+    interval, and once a poll interval at least; an idle loop woken fans out first."""
+    assert fan_out_due(now, 100.0, woken=woken, nudged=nudged, every=0.05) is due
