@@ -25,6 +25,7 @@ class NoopProvider:
 
     def __init__(self, name: str = "twilio") -> None:
         self.name = name
+        self.compares_bodies = True
         self.sends: Counter[UUID] = Counter()
         self._ids = itertools.count(1)
 

@@ -217,6 +217,7 @@ def after_lookup(
     policy: RetryPolicy,
     timing: Timing,
     in_flight_since: datetime | None = None,
+    rivals: Sequence[datetime] = (),
 ) -> Outcome:
     """The outcome of a reconciliation lookup that answered.
 
@@ -226,6 +227,13 @@ def after_lookup(
     the lookup is repeated once the call is over. Nothing is sent again until `timing.lookups`
     lookups, a settle window apart, have all missed; an attempt past the policy's last is then
     failed rather than resent.
+
+    `rivals`: when the attempts of the other messages of ours that could have made these copies
+    (same recipient, and same body where the provider compares bodies) started, while theirs are
+    still unresolved or in flight. A copy created after a rival's attempt started, and that rival
+    started after this attempt, is the rival's rather than ours: the attempt that started last
+    before a copy appeared is the one that made it. (SignalWire: a copy of one message of two to
+    one recipient, the other never sent, was adopted by the wrong one; it then resent its own.)
     """
     free = [c for c in copies if c.sid not in taken]
     if in_flight_since is not None:
@@ -237,6 +245,7 @@ def after_lookup(
         if free and not mine:
             return GiveBack(timing.provider_timeout_seconds + 1.0, reason="contested")
         free = mine
+    free = [c for c in free if not _rivals_copy(facts, c, rivals)]
     if free:
         return Sent(free[0].sid, free[0].raw_status, reconciled=True)
     if facts.reconcile_misses + 1 < timing.lookups:
@@ -251,6 +260,16 @@ def after_lookup(
             )
         )
     return Resend()
+
+
+def _rivals_copy(facts: Facts, copy: RemoteMessage, rivals: Sequence[datetime]) -> bool:
+    """Whether another attempt started after ours and before `copy` was created (within the
+    clocks' skew): that attempt, the closer one, made it."""
+    ours = facts.unresolved_since
+    if ours is None or copy.created_at is None:
+        return False
+    created = copy.created_at + CONTEST_SKEW
+    return any(ours < r <= created for r in rivals)
 
 
 def before_send(

@@ -413,9 +413,12 @@ class Outbox:
         )
         return {r["sid"] for r in rows}
 
-    async def pair_in_flight(self, work: Work) -> datetime | None:
-        """When the earliest call in flight right now from `work`'s sender to its recipient, for
-        another message of ours, started (None: no such call)."""
+    async def pair_in_flight(
+        self, work: Work, *, same_body: bool
+    ) -> tuple[datetime | None, list[datetime]]:
+        """For the other messages of ours from `work`'s sender to its recipient (with its body
+        too when `same_body`): when the earliest call in flight right now started (None: no such
+        call), and when each attempt still in flight or unresolved started (the rivals)."""
         rows = await self._rows(
             "outbox_pair_in_flight",
             {
@@ -424,10 +427,13 @@ class Outbox:
                 "to_number": work.to_number,
                 "message_id": work.message_id,
                 "lease_seconds": self.settings.dispatch_lease_seconds,
+                "same_body": same_body,
+                "body": work.body,
             },
         )
-        since: datetime | None = rows[0]["since"] if rows else None
-        return since
+        if not rows:
+            return None, []
+        return rows[0]["since"], list(rows[0]["rivals"])
 
     async def await_copy(
         self, work: Work, *, delay_seconds: float, missed: bool, now: datetime | None = None

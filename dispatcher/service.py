@@ -268,8 +268,16 @@ class Dispatcher:
                 "several provider messages match one unresolved attempt; the oldest is adopted",
                 extra={**describe(work), "action": "reconcile_several"},
             )
-        in_flight = await self.outbox.pair_in_flight(work) if copies else None
-        return decision.after_lookup(known, copies, taken, self.policy, self.timing, in_flight)
+        in_flight: datetime | None = None
+        rivals: list[datetime] = []
+        if copies:
+            provider = self.providers[work.provider]
+            in_flight, rivals = await self.outbox.pair_in_flight(
+                work, same_body=provider.compares_bodies
+            )
+        return decision.after_lookup(
+            known, copies, taken, self.policy, self.timing, in_flight, rivals
+        )
 
     async def _attempt(self, work: Work, batch: _Batch) -> None:
         """One send slot: call the provider once and write what that leads to."""

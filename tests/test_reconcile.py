@@ -250,3 +250,56 @@ def test_copy_of_another_message_in_flight_is_not_adopted(
     assert (missed.awaiting, missed.reconciled) == (1, 0)
     held = statuses(db, [mid, other])
     assert held[other][4] == sent.sid and held[mid][4] is None
+
+
+def test_copy_of_a_later_unresolved_attempt_is_left_to_it(
+    fast: Settings, sim: SimHandle, db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """SignalWire, no body to compare: our attempt never reached the provider, and another
+    message's later attempt to the same recipient made a copy but ended unresolved (timed out).
+    That copy is the later attempt's: we do not adopt it (before, we did, and the other message
+    was then sent twice and ours never); the other message adopts it, ours is resent."""
+    sender = SIM_SIGNALWIRE_NUMBER
+    (mine,) = enqueue_messages(
+        db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="mine"
+    )
+    sim.configure(server_error_rate=1.0)  # our attempt: ambiguous, and nothing created
+    t0 = later(db)
+    (first,) = drive(fast, at(t0))
+    assert first.rescheduled == 1
+    sim.configure(server_error_rate=0.0)
+    (other,) = enqueue_messages(
+        db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="theirs"
+    )
+    t1 = t0 + timedelta(seconds=0.5)
+
+    async def other_call_unresolved() -> str:
+        async with running(fast, owner="other:1:x") as d:
+            (work,) = await d.outbox.claim(1, now=t1)  # ours is not due yet: only theirs
+            assert work.message_id == other
+            assert await d.outbox.start([work], now=t1) == {work.id}
+            assert work.to_number and work.body
+            sent = await d.providers["signalwire"].send(
+                SendRequest(other, sender, work.to_number, work.body, "")
+            )
+            # Its answer lost (a timeout): unresolved, looked up after ours.
+            assert await d.outbox.reschedule(
+                work,
+                delay_seconds=100.0,
+                unresolved=True,
+                error_code="timeout",
+                error_category="ambiguous",
+                error_message="no answer",
+                now=t1,
+            )
+            return sent.sid
+
+    theirs_sid = asyncio.run(other_call_unresolved())
+    (looked,) = drive(fast, at(settled(fast, t0)))
+    assert (looked.awaiting, looked.reconciled, looked.sent) == (1, 0, 0)
+    (both,) = drive(fast, at(t1 + timedelta(seconds=200)))
+    assert (both.reconciled, both.sent) == (1, 1)
+    at_sim = {m["body"]: m["sid"] for m in sim.messages()}
+    held = statuses(db, [mine, other])
+    assert held[other][4] == theirs_sid == at_sim["theirs #0"]
+    assert held[mine][4] == at_sim["mine #0"]

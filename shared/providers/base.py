@@ -107,6 +107,8 @@ class Provider(Protocol):
     """What the dispatcher and the webhook endpoints need from a provider."""
 
     name: str
+    # Whether find_copies matches the body (Twilio) or only the pair (SignalWire's log has none).
+    compares_bodies: bool
 
     async def send(self, request: SendRequest) -> SendResult:
         """Submit one message; raise ProviderError with its category on failure."""

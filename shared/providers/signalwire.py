@@ -108,6 +108,7 @@ class SignalWireProvider:
     """Provider over SignalWire's native Messaging API; calls run on the provider's own threads."""
 
     name = "signalwire"
+    compares_bodies = False
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

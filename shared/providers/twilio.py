@@ -111,6 +111,7 @@ class TwilioProvider:
     """Provider over Twilio's Messages API; build it inside the running event loop."""
 
     name = "twilio"
+    compares_bodies = True
 
     def __init__(self, settings: Settings) -> None:
         self._timeout = settings.provider_timeout_seconds

@@ -496,12 +496,21 @@ WHERE EXISTS (SELECT 1 FROM sms_messages m
 -- such call started, so younger copies are left alone until it is over. "In flight" is a leased
 -- row whose attempt started within its current lease (a row leased only to be looked up has an
 -- older attempt_started_at). sms_outbox is small; the join is by primary key.
-SELECT min(o.attempt_started_at) AS since
+-- `rivals`: when every such message's attempt that is in flight or unresolved started (its row
+-- still has attempt_started_at: a recorded sid would have removed it), to tell whose a copy is
+-- (dispatcher.decision.after_lookup); with %(same_body)s (a provider that compares bodies) only
+-- messages with this body, the only ones whose copies the lookup can return.
+SELECT min(o.attempt_started_at) FILTER (
+           WHERE o.state = 'leased' AND o.attempt_started_at
+                 >= o.lease_expires_at - make_interval(secs => %(lease_seconds)s::float8)
+       ) AS since,
+       coalesce(array_agg(o.attempt_started_at ORDER BY o.attempt_started_at), '{}') AS rivals
 FROM sms_outbox o
 JOIN sms_messages m ON m.id = o.message_id
-WHERE o.state = 'leased' AND o.provider = %(provider)s AND o.message_id <> %(message_id)s
-  AND o.attempt_started_at >= o.lease_expires_at - make_interval(secs => %(lease_seconds)s::float8)
-  AND m.from_number = %(from_number)s AND m.to_number = %(to_number)s;
+WHERE o.sender = %(from_number)s AND o.provider = %(provider)s
+  AND o.message_id <> %(message_id)s AND o.attempt_started_at IS NOT NULL
+  AND m.from_number = %(from_number)s AND m.to_number = %(to_number)s
+  AND (NOT %(same_body)s::boolean OR m.body = %(body)s);
 
 -- name: outbox_await_copy
 -- An unresolved attempt that is not looked up yet (inside its settle window) or whose lookup found

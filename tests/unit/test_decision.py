@@ -220,6 +220,28 @@ def test_copy_younger_than_another_call_in_flight_is_left_for_it() -> None:
     )
 
 
+def test_copy_made_after_a_later_rivals_attempt_started_is_the_rivals() -> None:
+    """Two unresolved attempts to one recipient, a provider without bodies to compare: the copy
+    created after the later attempt started is that attempt's, never the earlier one's (which,
+    if it never reached the provider, is looked up again and then resent); the later attempt
+    adopts it. A copy made before the rival started stays ours."""
+    ours = NOW - timedelta(minutes=10)
+    rival = NOW - timedelta(minutes=5)
+    after_rival, before_rival = copy("R", -4), copy("O", -8)
+    facts = fresh(2, unresolved_since=ours)
+    assert after_lookup(facts, [after_rival], set(), FIXED, TIMING, rivals=[rival]) == GiveBack(
+        15.0, reason="missed"
+    )
+    assert after_lookup(
+        facts, [after_rival, before_rival], set(), FIXED, TIMING, rivals=[rival]
+    ) == Sent("O", "queued", True)
+    # Seen from the rival: our attempt started before it, so the copy is the rival's own.
+    theirs = fresh(2, unresolved_since=rival)
+    assert after_lookup(theirs, [after_rival], set(), FIXED, TIMING, rivals=[ours]) == Sent(
+        "R", "queued", True
+    )
+
+
 def test_one_lookup_setting_resends_on_the_first_miss() -> None:
     """RECONCILE_LOOKUPS=1 restores a single lookup before the resend."""
     single = Timing(provider_timeout_seconds=10.0, settle_seconds=15.0, lookups=1)
