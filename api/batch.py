@@ -26,10 +26,9 @@ from api.limits import recipient_limited
 from api.middleware import request_id
 from api.payload import read_json_object
 from api.references import check_references
-from api.send import opted_out
+from api.send import new_message, opted_out
 from api.state import state
 from shared import messages, metrics
-from shared.messages import NewMessage
 from shared.senders import Sender
 from shared.validation import IDEMPOTENCY_HEADER, Problem, SendInput, parse_batch, prefixed
 
@@ -84,19 +83,8 @@ async def send_batch(request: Request) -> JSONResponse:
             raise ApiError(400, problems)
         items = []
         for given, sender in zip(parsed, chosen, strict=True):
-            assert sender is not None and given.to is not None and given.body is not None
-            items.append(
-                NewMessage(
-                    to_number=given.to,
-                    from_number=sender.phone_number,
-                    provider=sender.provider,
-                    body=given.body,
-                    conversation_id=given.conversation_id,
-                    priority=given.priority,
-                    send_at=given.send_at,
-                    expires_at=given.expires_at,
-                )
-            )
+            assert sender is not None
+            items.append(new_message(given, sender))
         # Limits last: a refused or invalid batch spends none of the key's quota. A batch is one
         # request of rate_per_minute and len(items) messages of daily_message_limit.
         admission = await app.quota.admit(conn, caller, messages=len(items))

@@ -22,7 +22,14 @@ from api.state import AppState, state
 from shared import messages, metrics
 from shared.logs import annotate, mask_number
 from shared.messages import EnqueueResult, NewMessage
-from shared.validation import IDEMPOTENCY_HEADER, Problem, check_idempotency_key, parse_send
+from shared.senders import Sender
+from shared.validation import (
+    IDEMPOTENCY_HEADER,
+    Problem,
+    SendInput,
+    check_idempotency_key,
+    parse_send,
+)
 
 
 def request_hash(payload: dict[str, Any]) -> str:
@@ -39,6 +46,21 @@ def opted_out(field: str) -> Problem:
     """The problem of a recipient on the suppression list for this sender (or for every one)."""
     return Problem(
         field, "recipient_opted_out", "the recipient opted out of messages from this sender"
+    )
+
+
+def new_message(given: SendInput, sender: Sender) -> NewMessage:
+    """The message one checked send input asks for, from its resolved sender (both send paths)."""
+    assert given.to is not None and given.body is not None
+    return NewMessage(
+        to_number=given.to,
+        from_number=sender.phone_number,
+        provider=sender.provider,
+        body=given.body,
+        conversation_id=given.conversation_id,
+        priority=given.priority,
+        send_at=given.send_at,
+        expires_at=given.expires_at,
     )
 
 
@@ -78,16 +100,7 @@ async def send_sms(request: Request) -> JSONResponse:
     # The write is the group commit's (api/group_commit.py): this connection goes back to the
     # pool first, so a request never holds one while it waits for its group.
     row = messages.Pending(
-        NewMessage(
-            to_number=given.to,
-            from_number=sender.phone_number,
-            provider=sender.provider,
-            body=given.body,
-            conversation_id=given.conversation_id,
-            priority=given.priority,
-            send_at=given.send_at,
-            expires_at=given.expires_at,
-        ),
+        new_message(given, sender),
         api_key_id=caller.id,
         idempotency_key=key if digest is not None else None,
         request_hash=digest,

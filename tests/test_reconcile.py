@@ -207,13 +207,13 @@ def test_second_miss_resends_and_a_new_attempt_starts_counting_again(
     assert len(sim.messages()) == 1 and statuses(db, [mid])[mid][0] == "queued"
 
 
-def test_copy_of_another_message_in_flight_is_not_adopted(
+def _ours_ambiguous_then_theirs(
     fast: Settings, sim: SimHandle, db_url: str, db: psycopg.Connection[Any]
-) -> None:
-    """SignalWire, no body to compare: a copy another message's in-flight call just created is
-    left alone (not adopted) until that call is recorded; then it is that message's."""
+) -> tuple[Any, Any, datetime]:
+    """SignalWire, one recipient: our message's attempt at t0 ends ambiguous with nothing created
+    at the provider, then another message of ours ("theirs") is queued. (ours, theirs, t0)."""
     sender = SIM_SIGNALWIRE_NUMBER
-    (mid,) = enqueue_messages(
+    (ours,) = enqueue_messages(
         db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="mine"
     )
     sim.configure(server_error_rate=1.0)  # our attempt: ambiguous, and nothing created
@@ -221,9 +221,19 @@ def test_copy_of_another_message_in_flight_is_not_adopted(
     (first,) = drive(fast, at(t0))
     assert first.rescheduled == 1
     sim.configure(server_error_rate=0.0)
-    (other,) = enqueue_messages(
+    (theirs,) = enqueue_messages(
         db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="theirs"
     )
+    return ours, theirs, t0
+
+
+def test_copy_of_another_message_in_flight_is_not_adopted(
+    fast: Settings, sim: SimHandle, db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """SignalWire, no body to compare: a copy another message's in-flight call just created is
+    left alone (not adopted) until that call is recorded; then it is that message's."""
+    sender = SIM_SIGNALWIRE_NUMBER
+    mid, other, t0 = _ours_ambiguous_then_theirs(fast, sim, db_url, db)
 
     async def other_call_in_flight() -> tuple[Any, Any]:
         async with running(fast, owner="other:1:x") as d:
@@ -260,17 +270,7 @@ def test_copy_of_a_later_unresolved_attempt_is_left_to_it(
     That copy is the later attempt's: we do not adopt it (before, we did, and the other message
     was then sent twice and ours never); the other message adopts it, ours is resent."""
     sender = SIM_SIGNALWIRE_NUMBER
-    (mine,) = enqueue_messages(
-        db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="mine"
-    )
-    sim.configure(server_error_rate=1.0)  # our attempt: ambiguous, and nothing created
-    t0 = later(db)
-    (first,) = drive(fast, at(t0))
-    assert first.rescheduled == 1
-    sim.configure(server_error_rate=0.0)
-    (other,) = enqueue_messages(
-        db_url, [PAIR_TO], from_number=sender, provider="signalwire", body="theirs"
-    )
+    mine, other, t0 = _ours_ambiguous_then_theirs(fast, sim, db_url, db)
     t1 = t0 + timedelta(seconds=0.5)
 
     async def other_call_unresolved() -> str:
