@@ -4,7 +4,8 @@ Each request reads and checks on its own connection, then hands its one row to t
 Committer and waits for its answer. A few writer tasks write what is queued: a lone row at once
 (nothing waits when the API is idle); rows that arrive while every writer is busy form the next
 group, at most `max_rows` of them, written with shared.messages.enqueue_group in one
-transaction: one commit (and one dispatcher wake-up) for the group instead of one per request.
+transaction by one enqueue call: one statement, one commit (and one dispatcher wake-up) for the
+group instead of one each per request.
 
 Every request keeps its own answer. A refusal (opted out, over the recipient limit) is its row's
 alone. Twins (one API key, one idempotency key) inside one group are written once: the second is
@@ -39,14 +40,15 @@ from shared.messages import EnqueueResult, Outcome, Pending
 from shared.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
-# A group takes at most this many rows: one round trip's worth of statements, and a bound on
-# what one failing row makes the others retry alone.
+# A group takes at most this many rows: one enqueue call's worth, and a bound on what one failing
+# row makes the others retry alone.
 MAX_ROWS: Final = 64
 # The longest a group waits for a lock another transaction holds (a concurrent twin's key, a
 # thread or recipient lock) before it splits: the rows queued behind it wait about this long.
 LOCK_TIMEOUT_MS: Final = 2
-# Groups written at the same time, each on its own connection: the enqueue's server work is per
-# row (one messages_enqueue call each), so one writer would run it all on one server process.
+# Groups written at the same time, each on its own connection: the enqueue's server work grows
+# with the rows (one messages_enqueue call a group), so one writer would run it all on one server
+# process.
 WRITERS: Final = 4
 
 

@@ -271,9 +271,9 @@ async def enqueue_group(
     lock_timeout_ms: int,
     before_commit: BeforeCommit | None = None,
 ) -> list[Outcome]:
-    """Write the rows of many requests in ONE transaction (one commit), each with its own
-    messages_enqueue call (its own api key, request id and limit), pipelined: one round trip for
-    the statements, one for the commit. The answers in the order of `rows`.
+    """Write the rows of many requests in ONE transaction (one commit) with ONE statement,
+    messages_enqueue_group (each row with its own api key, request id and limit), pipelined: one
+    round trip for the statements, one for the commit. The answers in the order of `rows`.
 
     A refusal (opted out, over the recipient limit) writes nothing for its row and is its answer;
     the others are written. Any error before the commit (an idempotency key another transaction
@@ -284,35 +284,27 @@ async def enqueue_group(
     """
     if not rows:
         return []
-    params = [
-        _params(
-            [row.message],
-            api_key_id=row.api_key_id,
-            request_id=row.request_id,
-            idempotency_key=row.idempotency_key,
-            request_hash=row.request_hash,
-            recipient_limit=row.recipient_limit,
-        )
-        for row in rows
-    ]
+    params = _group_params(rows)
     outcomes: list[Outcome] = []
     committing = False
     try:
         async with conn.pipeline(), conn.transaction():
             await conn.execute(_GROUP_LOCK_TIMEOUT, (f"{lock_timeout_ms}ms",))
             async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.executemany(q("messages_enqueue"), params, returning=True)
-                for row in rows:
-                    try:
-                        (created,) = _answer(await cur.fetchall(), 1)
-                    except (RecipientsOptedOut, RecipientLimitReached) as refused:
-                        outcomes.append(refused)
-                    else:
-                        wanted = row.message.conversation_id
-                        if wanted is not None and created.conversation_id != wanted:
-                            raise ConversationMismatch(f"conversation {wanted} is for another pair")
-                        outcomes.append(created)
-                    cur.nextset()
+                await cur.execute(q("messages_enqueue_group"), params)
+                answer = await cur.fetchall()
+            if len(answer) != len(rows):  # pragma: no cover - one answer per row, each alone
+                raise SmsOutboxError(f"enqueue answered {len(answer)} of {len(rows)} rows")
+            for row, found in zip(rows, answer, strict=True):
+                try:  # each row is its own request's one message: its ordinal there is 1
+                    (created,) = _answer([{**found, "ord": 1}], 1)
+                except (RecipientsOptedOut, RecipientLimitReached) as refused:
+                    outcomes.append(refused)
+                else:
+                    wanted = row.message.conversation_id
+                    if wanted is not None and created.conversation_id != wanted:
+                        raise ConversationMismatch(f"conversation {wanted} is for another pair")
+                    outcomes.append(created)
             if before_commit is not None:
                 await before_commit(conn, rows)
             committing = True  # the block's end sends COMMIT
@@ -333,36 +325,47 @@ async def _write(
     request_hash: str | None = None,
     recipient_limit: int | None = None,
 ) -> list[EnqueueResult]:
-    """Run messages_enqueue, the one enqueue statement of both send paths, for `items`; with a
-    `recipient_limit`, the statement itself locks the key's recipients and counts their hour."""
-    params = _params(
-        items,
-        api_key_id=api_key_id,
-        request_id=request_id,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        recipient_limit=recipient_limit,
-    )
+    """Run messages_enqueue, the enqueue statement of one request, for `items`, all or nothing;
+    with a `recipient_limit`, the statement itself locks the key's recipients and counts their
+    hour."""
+    if idempotency_key is not None and len(items) != 1:
+        raise ValueError("an idempotency key names one message")
+    if recipient_limit is not None and api_key_id is None:
+        raise ValueError("a recipient limit is an API key's")
+    params = {
+        **_columns(items, [idempotency_key] * len(items), [request_hash] * len(items)),
+        "api_key_id": api_key_id,
+        "request_id": request_id,
+        "recipient_limit": recipient_limit,
+    }
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(q("messages_enqueue"), params)
         rows = await cur.fetchall()
     return _answer(rows, len(items))
 
 
-def _params(
-    items: Sequence[NewMessage],
-    *,
-    api_key_id: int | None,
-    request_id: str | None,
-    idempotency_key: str | None,
-    request_hash: str | None,
-    recipient_limit: int | None,
-) -> dict[str, Any]:
-    """messages_enqueue's parameters: `items` as parallel arrays, the rest as the request binds."""
-    if idempotency_key is not None and len(items) != 1:
-        raise ValueError("an idempotency key names one message")
-    if recipient_limit is not None and api_key_id is None:
+def _group_params(rows: Sequence[Pending]) -> dict[str, Any]:
+    """messages_enqueue_group's parameters: each row with its own request's values."""
+    if any(row.recipient_limit is not None and row.api_key_id is None for row in rows):
         raise ValueError("a recipient limit is an API key's")
+    return {
+        **_columns(
+            [row.message for row in rows],
+            [row.idempotency_key for row in rows],
+            [row.request_hash for row in rows],
+        ),
+        "api_key_ids": [row.api_key_id for row in rows],
+        "request_ids": [row.request_id for row in rows],
+        "recipient_limits": [row.recipient_limit for row in rows],
+    }
+
+
+def _columns(
+    items: Sequence[NewMessage],
+    idempotency_keys: Sequence[str | None],
+    request_hashes: Sequence[str | None],
+) -> dict[str, Any]:
+    """The messages' columns as the enqueue statements' parallel arrays."""
     counted = [count_segments(item.body) for item in items]
     return {
         "from_numbers": [item.from_number for item in items],
@@ -371,14 +374,11 @@ def _params(
         "providers": [item.provider for item in items],
         "segments": [c[0] for c in counted],
         "encodings": [c[1] for c in counted],
-        "idempotency_keys": [idempotency_key] * len(items),
-        "request_hashes": [request_hash] * len(items),
+        "idempotency_keys": list(idempotency_keys),
+        "request_hashes": list(request_hashes),
         "priorities": [item.priority for item in items],
         "send_ats": [item.send_at for item in items],
         "expires_ats": [item.expires_at for item in items],
-        "api_key_id": api_key_id,
-        "request_id": request_id,
-        "recipient_limit": recipient_limit,
     }
 
 
