@@ -5,7 +5,7 @@ sms_api_key_usage (api_key_usage_reserve, one autocommit statement) and spends i
 (shared/quota.py has the arithmetic and what it guarantees). A key without limits never touches
 the table. recipient_hourly_limit is counted by the enqueue statement itself, against the key's
 messages of the trailing hour, under an advisory lock per (key, recipient) that the statement
-takes first (sms_recipients_over_limit, migration 0012); only a refused request asks the database
+takes first (sms_recipients_recent, migration 0017); only a refused request asks the database
 again, for Retry-After.
 """
 
