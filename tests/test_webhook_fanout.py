@@ -310,14 +310,9 @@ def test_a_step_with_nothing_to_do_writes_nothing(db: psycopg.Connection[Any], d
     assert db.execute("SELECT xmin::text, xmax::text FROM sms_webhook_fanout").fetchone() == before
 
 
-def test_a_step_reads_no_history_behind_the_cursor(
-    db: psycopg.Connection[Any], db_url: str
-) -> None:
-    """The fan-out reads from its cursor on, in every plan: with 20,000 webhook-worthy events
-    behind the cursor, no step (generic plan, as a prepared statement gets after five runs)
-    filters history row by row. Looking for "is anything waiting" with a plain EXISTS let the
-    planner scan the day's partition from its start, a cost that grew with the history and ran
-    after every SMS batch."""
+def history_behind_the_cursor(db: psycopg.Connection[Any], db_url: str) -> UUID:
+    """A key with an endpoint, one message, and 20,000 webhook-worthy events of it behind the
+    fan-out's cursor (already fanned out, as a long history is), analyzed; the message."""
     mid = message(db, db_url, key_with_endpoint(db))
     fan_out(db)
     db.execute(
@@ -328,18 +323,51 @@ def test_a_step_reads_no_history_behind_the_cursor(
         (mid,),
     )
     db.execute("ANALYZE sms_message_events")
+    return mid
+
+
+def filtered(plan: dict[str, Any]) -> int:
+    """Rows an EXPLAIN ANALYZE plan (FORMAT JSON) read and threw away, over all its nodes."""
+    own = sum(
+        int(plan.get(key, 0)) * int(plan.get("Actual Loops", 1))
+        for key in ("Rows Removed by Filter", "Rows Removed by Join Filter")
+    )
+    return own + sum(filtered(child) for child in plan.get("Plans", []))
+
+
+def test_a_step_reads_no_history_behind_the_cursor(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """The fan-out reads from its cursor on, in every plan: with 20,000 webhook-worthy events
+    behind the cursor, no step (generic plan, as a prepared statement gets after five runs)
+    filters history row by row. Looking for "is anything waiting" with a plain EXISTS let the
+    planner scan the day's partition from its start, a cost that grew with the history and ran
+    after every SMS batch."""
+    mid = history_behind_the_cursor(db, db_url)
     record(db, mid, "queued", "sent")
     db.execute("SET plan_cache_mode = force_generic_plan")
     sql = q("webhook_deliveries_fan_out").replace("%(limit)s", "$1")
     db.execute(f"PREPARE fan(int) AS {sql}")
     with db.transaction(force_rollback=True):
         [[plan]] = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fan(100)").fetchone()
-
-    def filtered(node: dict[str, Any]) -> int:
-        own = int(node.get("Rows Removed by Filter", 0)) * int(node.get("Actual Loops", 1))
-        return own + sum(filtered(child) for child in node.get("Plans", []))
-
     assert filtered(plan["Plan"]) < 100
     # That step was rolled back; the next makes the one event past the cursor, and no history.
     assert fan_out(db) == 1
     assert made(db) == ["message.sent"]
+
+
+def test_the_fan_out_lag_reads_no_history_behind_the_cursor(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """sms_webhook_health's fanout_lag_seconds (read every 15 s by each dispatcher, and by every
+    /metrics scrape) probes the events from the cursor on: with 20,000 behind it, the view
+    filters none of them row by row, and still says how old the first waiting event is."""
+    mid = history_behind_the_cursor(db, db_url)
+    [[plan]] = db.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM sms_webhook_health"
+    ).fetchone()
+    assert filtered(plan["Plan"]) < 100
+    assert db.execute("SELECT fanout_lag_seconds FROM sms_webhook_health").fetchone() == (None,)
+    record(db, mid, "queued", "sent")
+    (lag,) = db.execute("SELECT fanout_lag_seconds FROM sms_webhook_health").fetchone() or ()
+    assert lag is not None and lag >= 0

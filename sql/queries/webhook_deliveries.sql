@@ -186,8 +186,10 @@ claimed AS (
         next_attempt_at = clock.now + make_interval(secs => %(lease_seconds)s::float8),
         attempts = o.attempts + 1,
         updated_at = clock.now
-    FROM due, clock
-    WHERE o.id = due.id
+    FROM clock
+    -- By the primary key, whatever the plan (a generic plan, which knows no %(limit)s, joined
+    -- `due` to a seq scan of the whole outbox, SMS rows included).
+    WHERE o.id = ANY (ARRAY(SELECT id FROM due))
     RETURNING o.id, o.attempts, o.webhook_delivery_id, clock.now AS claimed_at
 )
 SELECT c.id, c.attempts AS attempt, c.claimed_at, d.id AS delivery_id, d.event_type, d.payload,
