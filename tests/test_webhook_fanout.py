@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from prometheus_client import REGISTRY
 from psycopg import AsyncConnection
 
 from dispatcher.webhook_http import session as webhook_session
@@ -371,3 +372,30 @@ def test_the_fan_out_lag_reads_no_history_behind_the_cursor(
     record(db, mid, "queued", "sent")
     (lag,) = db.execute("SELECT fanout_lag_seconds FROM sms_webhook_health").fetchone() or ()
     assert lag is not None and lag >= 0
+
+
+def test_the_fan_out_lag_is_on_metrics(
+    db: psycopg.Connection[Any], db_url: str, settings: Settings
+) -> None:
+    """The dispatcher's health refresh sets sms_webhook_fanout_lag_seconds: the age of the event
+    waiting to be fanned out, then 0 once it is."""
+    mid = message(db, db_url, key_with_endpoint(db))
+    db.execute(
+        "INSERT INTO sms_message_events (message_id, event_type, from_status, to_status,"
+        " occurred_at) VALUES (%s, 'transition', 'pending', 'queued', now() - interval '5 s')",
+        (mid,),
+    )
+
+    async def refresh() -> float | None:
+        pool = await open_pool(db_url, application_name="test-fanout", max_size=2)
+        try:
+            async with webhook_session(4, 5.0) as http:
+                await WebhookWorker(pool, settings, "test-host:1:aaaa", http=http).refresh_health()
+        finally:
+            await pool.close()
+        return REGISTRY.get_sample_value("sms_webhook_fanout_lag_seconds")
+
+    lag = asyncio.run(refresh())
+    assert lag is not None and lag >= 5
+    assert fan_out(db) == 1
+    assert asyncio.run(refresh()) == 0
