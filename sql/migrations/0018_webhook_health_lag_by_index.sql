@@ -1,4 +1,4 @@
--- 0017: sms_webhook_health's fanout_lag_seconds (0016) read the whole event history. Its lateral
+-- 0018: sms_webhook_health's fanout_lag_seconds (0016) read the whole event history. Its lateral
 -- joined the cursor row to the events, so the planner walked sms_message_events_fanout_idx from
 -- its start and filtered every event against the cursor (225 ms at 200,000 events, measured on
 -- the bench's database): a cost that grew with the history, paid by the dispatcher's health
