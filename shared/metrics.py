@@ -198,6 +198,12 @@ WEBHOOK_FAILING: Final = Gauge(
     ["endpoint_id"],
     multiprocess_mode=_SCRAPED_MODE,
 )
+WEBHOOK_FANOUT_LAG: Final = Gauge(
+    "sms_webhook_fanout_lag_seconds",
+    "Age of the oldest message event not made into webhook deliveries yet (0 when none); a long "
+    "writing transaction anywhere on the server holds it back.",
+    multiprocess_mode=_SCRAPED_MODE,
+)
 SCRAPED: Final = (
     OUTBOX_DEPTH,
     OUTBOX_DUE,
@@ -205,6 +211,7 @@ SCRAPED: Final = (
     WEBHOOK_BACKLOG,
     WEBHOOK_OLDEST_PENDING,
     WEBHOOK_FAILING,
+    WEBHOOK_FANOUT_LAG,
 )
 
 
@@ -252,15 +259,19 @@ def set_queue(rows: Iterable[Mapping[str, Any]]) -> None:
 
 def set_webhook_health(rows: Iterable[Mapping[str, Any]]) -> None:
     """Set the per-endpoint webhook gauges from `webhook_endpoints_health` rows; a disabled or
-    removed endpoint's series go (cleared, then set for the enabled ones only)."""
+    removed endpoint's series go (cleared, then set for the enabled ones only). The fan-out's
+    lag is the same on every row; 0 with no endpoint."""
     _clear(WEBHOOK_BACKLOG, WEBHOOK_OLDEST_PENDING, WEBHOOK_FAILING)
+    lag = 0.0
     for row in rows:
+        lag = float(row["fanout_lag_seconds"] or 0)
         if not row["enabled"]:
             continue
         endpoint = str(row["endpoint_id"])
         WEBHOOK_BACKLOG.labels(endpoint).set(float(row["pending"]))
         WEBHOOK_OLDEST_PENDING.labels(endpoint).set(float(row["oldest_pending_seconds"] or 0))
         WEBHOOK_FAILING.labels(endpoint).set(float(row["failing_seconds"] or 0))
+    WEBHOOK_FANOUT_LAG.set(lag)
 
 
 class _Exported(Collector):

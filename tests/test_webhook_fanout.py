@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from prometheus_client import REGISTRY
 from psycopg import AsyncConnection
 
 from dispatcher.webhook_http import session as webhook_session
@@ -308,3 +309,93 @@ def test_a_step_with_nothing_to_do_writes_nothing(db: psycopg.Connection[Any], d
     row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
     assert row == (False, 0, 0)
     assert db.execute("SELECT xmin::text, xmax::text FROM sms_webhook_fanout").fetchone() == before
+
+
+def history_behind_the_cursor(db: psycopg.Connection[Any], db_url: str) -> UUID:
+    """A key with an endpoint, one message, and 20,000 webhook-worthy events of it behind the
+    fan-out's cursor (already fanned out, as a long history is), analyzed; the message."""
+    mid = message(db, db_url, key_with_endpoint(db))
+    fan_out(db)
+    db.execute(
+        "INSERT INTO sms_message_events (message_id, event_type, from_status, to_status, xact)"
+        " SELECT %s, 'transition', 'queued', 'sent',"
+        " (f.xact::text::bigint - 1)::text::xid8"
+        " FROM sms_webhook_fanout f, generate_series(1, 20000)",
+        (mid,),
+    )
+    db.execute("ANALYZE sms_message_events")
+    return mid
+
+
+def filtered(plan: dict[str, Any]) -> int:
+    """Rows an EXPLAIN ANALYZE plan (FORMAT JSON) read and threw away, over all its nodes."""
+    own = sum(
+        int(plan.get(key, 0)) * int(plan.get("Actual Loops", 1))
+        for key in ("Rows Removed by Filter", "Rows Removed by Join Filter")
+    )
+    return own + sum(filtered(child) for child in plan.get("Plans", []))
+
+
+def test_a_step_reads_no_history_behind_the_cursor(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """The fan-out reads from its cursor on, in every plan: with 20,000 webhook-worthy events
+    behind the cursor, no step (generic plan, as a prepared statement gets after five runs)
+    filters history row by row. Looking for "is anything waiting" with a plain EXISTS let the
+    planner scan the day's partition from its start, a cost that grew with the history and ran
+    after every SMS batch."""
+    mid = history_behind_the_cursor(db, db_url)
+    record(db, mid, "queued", "sent")
+    db.execute("SET plan_cache_mode = force_generic_plan")
+    sql = q("webhook_deliveries_fan_out").replace("%(limit)s", "$1")
+    db.execute(f"PREPARE fan(int) AS {sql}")
+    with db.transaction(force_rollback=True):
+        [[plan]] = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fan(100)").fetchone()
+    assert filtered(plan["Plan"]) < 100
+    # That step was rolled back; the next makes the one event past the cursor, and no history.
+    assert fan_out(db) == 1
+    assert made(db) == ["message.sent"]
+
+
+def test_the_fan_out_lag_reads_no_history_behind_the_cursor(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """sms_webhook_health's fanout_lag_seconds (read every 15 s by each dispatcher, and by every
+    /metrics scrape) probes the events from the cursor on: with 20,000 behind it, the view
+    filters none of them row by row, and still says how old the first waiting event is."""
+    mid = history_behind_the_cursor(db, db_url)
+    [[plan]] = db.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM sms_webhook_health"
+    ).fetchone()
+    assert filtered(plan["Plan"]) < 100
+    assert db.execute("SELECT fanout_lag_seconds FROM sms_webhook_health").fetchone() == (None,)
+    record(db, mid, "queued", "sent")
+    (lag,) = db.execute("SELECT fanout_lag_seconds FROM sms_webhook_health").fetchone() or ()
+    assert lag is not None and lag >= 0
+
+
+def test_the_fan_out_lag_is_on_metrics(
+    db: psycopg.Connection[Any], db_url: str, settings: Settings
+) -> None:
+    """The dispatcher's health refresh sets sms_webhook_fanout_lag_seconds: the age of the event
+    waiting to be fanned out, then 0 once it is."""
+    mid = message(db, db_url, key_with_endpoint(db))
+    db.execute(
+        "INSERT INTO sms_message_events (message_id, event_type, from_status, to_status,"
+        " occurred_at) VALUES (%s, 'transition', 'pending', 'queued', now() - interval '5 s')",
+        (mid,),
+    )
+
+    async def refresh() -> float | None:
+        pool = await open_pool(db_url, application_name="test-fanout", max_size=2)
+        try:
+            async with webhook_session(4, 5.0) as http:
+                await WebhookWorker(pool, settings, "test-host:1:aaaa", http=http).refresh_health()
+        finally:
+            await pool.close()
+        return REGISTRY.get_sample_value("sms_webhook_fanout_lag_seconds")
+
+    lag = asyncio.run(refresh())
+    assert lag is not None and lag >= 5
+    assert fan_out(db) == 1
+    assert asyncio.run(refresh()) == 0

@@ -29,7 +29,10 @@ WITH mark AS MATERIALIZED (
     -- The cursor, locked only when there is something to do, so that a step with nothing to do
     -- writes nothing (a lock is a write, and its commit a WAL flush): with an endpoint enabled,
     -- when a committed event waits past it; with none, to move it up to xmin, at most once a
-    -- second (an endpoint enabled meanwhile may get the events of that second).
+    -- second (an endpoint enabled meanwhile may get the events of that second). "Waits" is the
+    -- first such event in index order, not an EXISTS: PostgreSQL drops an EXISTS' ORDER BY and
+    -- LIMIT, and may then scan the day's partition from its start for a match that sits at its
+    -- end (a cost that grew with the history, after every SMS batch).
     SELECT f.xact, f.event_id, s.xmin, s.wanted
     FROM sms_webhook_fanout f
     CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
@@ -37,15 +40,17 @@ WITH mark AS MATERIALIZED (
                ) s
     WHERE f.id
       AND CASE WHEN s.wanted
-               THEN EXISTS (
-                   SELECT 1
+               THEN (
+                   SELECT e.id
                    FROM sms_message_events e
                    WHERE (e.xact, e.id) > (f.xact, f.event_id) AND e.xact < s.xmin
                      AND e.xact IS NOT NULL AND e.message_id IS NOT NULL
                      AND (e.event_type = 'received'
                           OR (e.event_type IN ('transition', 'canceled')
                               AND e.to_status IN ('queued', 'sent', 'delivered', 'undelivered',
-                                                  'failed', 'expired', 'canceled', 'read'))))
+                                                  'failed', 'expired', 'canceled', 'read')))
+                   ORDER BY e.xact, e.id
+                   LIMIT 1) IS NOT NULL
                ELSE f.xact < s.xmin AND f.updated_at < now() - interval '1 second' END
     FOR UPDATE OF f SKIP LOCKED
 ),
@@ -181,8 +186,10 @@ claimed AS (
         next_attempt_at = clock.now + make_interval(secs => %(lease_seconds)s::float8),
         attempts = o.attempts + 1,
         updated_at = clock.now
-    FROM due, clock
-    WHERE o.id = due.id
+    FROM clock
+    -- By the primary key, whatever the plan (a generic plan, which knows no %(limit)s, joined
+    -- `due` to a seq scan of the whole outbox, SMS rows included).
+    WHERE o.id = ANY (ARRAY(SELECT id FROM due))
     RETURNING o.id, o.attempts, o.webhook_delivery_id, clock.now AS claimed_at
 )
 SELECT c.id, c.attempts AS attempt, c.claimed_at, d.id AS delivery_id, d.event_type, d.payload,

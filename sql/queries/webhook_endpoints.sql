@@ -34,10 +34,11 @@ FROM off;
 
 -- name: webhook_endpoints_health
 -- Every endpoint's delivery health from the sms_webhook_health view (never a secret), with how
--- long it has been failing, for the per-endpoint gauges on /metrics. The view counts each
--- endpoint's backlog through sms_webhook_deliveries_pending_idx.
+-- long it has been failing, and the fan-out's lag, for the webhook gauges on /metrics. The view
+-- counts each endpoint's backlog through sms_webhook_deliveries_pending_idx.
 SELECT endpoint_id, api_key_id, enabled, pending, oldest_pending_seconds, failing_since,
-       extract(epoch FROM now() - failing_since)::float8 AS failing_seconds
+       extract(epoch FROM now() - failing_since)::float8 AS failing_seconds,
+       fanout_lag_seconds
 FROM sms_webhook_health
 ORDER BY endpoint_id;
 

@@ -1,0 +1,60 @@
+"""The webhook claim (webhook_deliveries_claim) leases its rows by primary key in every plan: a
+prepared statement's generic plan, which knows no limit, once joined the due rows to a seq scan
+of the whole outbox, SMS rows and parked webhook rows included, on every claim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from shared.queries import q
+from shared.webhook_signing import new_secret
+
+PARKED = 3000
+
+
+def scanned(plan: dict[str, Any], relation: str) -> int:
+    """Rows the scans of `relation` in an EXPLAIN ANALYZE plan (FORMAT JSON) returned."""
+    scan = plan.get("Relation Name") == relation and plan["Node Type"] != "ModifyTable"
+    own = int(plan.get("Actual Rows", 0)) * int(plan.get("Actual Loops", 1)) if scan else 0
+    return own + sum(scanned(child, relation) for child in plan.get("Plans", []))
+
+
+def test_a_generic_claim_leases_by_primary_key(db: psycopg.Connection[Any]) -> None:
+    """3,000 deliveries parked for an hour and one due: a claim in its generic plan reads the
+    one due outbox row, and leases it."""
+    [[key]] = db.execute(
+        "INSERT INTO sms_api_keys (name, key_sha256) VALUES ('app', md5('a') || md5('b'))"
+        " RETURNING id"
+    ).fetchall()
+    [[endpoint]] = db.execute(
+        "INSERT INTO sms_webhook_endpoints (api_key_id, url, secret)"
+        " VALUES (%s, 'http://127.0.0.1:9/hook', %s) RETURNING id",
+        (key, new_secret()),
+    ).fetchall()
+    db.execute(
+        "WITH d AS (INSERT INTO sms_webhook_deliveries (endpoint_id, event_type, payload,"
+        " occurred_at) SELECT %s, 'message.sent', '{}', now() FROM generate_series(0, %s) i"
+        " RETURNING id)"
+        " INSERT INTO sms_outbox (kind, webhook_delivery_id, next_attempt_at)"
+        " SELECT 'deliver_webhook', id, now() + interval '1 hour' FROM d",
+        (endpoint, PARKED),
+    )
+    [[due]] = db.execute(
+        "UPDATE sms_outbox SET next_attempt_at = now() - interval '1 second'"
+        " WHERE id = (SELECT min(id) FROM sms_outbox) RETURNING id"
+    ).fetchall()
+    db.execute("ANALYZE sms_outbox")
+    db.execute("SET plan_cache_mode = force_generic_plan")
+    sql = q("webhook_deliveries_claim")
+    for i, name in enumerate(("now", "owner", "limit", "lease_seconds"), start=1):
+        sql = sql.replace(f"%({name})s", f"${i}")
+    db.execute(f"PREPARE claim(timestamptz, text, int, float8) AS {sql}")
+    [[plan]] = db.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim(NULL, 'test-owner', 64, 30)"
+    ).fetchone() or ((),)
+    assert scanned(plan["Plan"], "sms_outbox") <= 2  # the due row, found and then leased
+    assert db.execute(
+        "SELECT id, state, lease_owner FROM sms_outbox WHERE state = 'leased'"
+    ).fetchall() == [(due, "leased", "test-owner")]
