@@ -484,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "limits_ratio": lim.get("limits_ratio"),
         "webhook_vs_dispatch_ratio": wh.get("webhook_vs_dispatch_ratio"),
         "dead_endpoint_latency_ratio": wh.get("dead_endpoint_latency_ratio"),
+        "dead_endpoint_latency_ratio_at_e2e_rate": wh.get(
+            "dead_endpoint_latency_ratio_at_e2e_rate"
+        ),
         "pgbouncer_enqueue_ratio": result.get("pgbouncer", {}).get("pgbouncer_enqueue_ratio"),
         "pgbouncer_dispatch_ratio": result.get("pgbouncer", {}).get("pgbouncer_dispatch_ratio"),
     }

@@ -314,6 +314,26 @@ def _webhook_rows(w: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple
             f" medians divided: {w['medians_ratio']}",
         ),
     ]
+    high = w.get("at_e2e_rate")
+    if high:
+        rows += [
+            (
+                f"  the same at the e2e rate, {high['e2e_rate']:,.0f}/s: dead endpoint",
+                f"p50 {_ms(high['dead_endpoint']['p50_ms'])}",
+                f"p99 {_ms(high['dead_endpoint']['p99_ms'])}",
+            ),
+            (
+                "  no webhook endpoints",
+                f"p50 {_ms(high['no_webhooks']['p50_ms'])}",
+                f"p99 {_ms(high['no_webhooks']['p99_ms'])}",
+            ),
+            (
+                "",
+                "",
+                f"ratio {high['dead_endpoint_latency_ratio']} (no target: the stack's knee);"
+                f" runs' ratios: {high['dead_endpoint_latency_ratios']}",
+            ),
+        ]
     return rows
 
 
