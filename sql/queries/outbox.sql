@@ -301,7 +301,10 @@ started AS (
     UPDATE sms_outbox o
     SET attempt_started_at = clock.now, reconcile_misses = 0, updated_at = clock.now
     FROM input i, clock
-    WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+    -- By the primary key (= ANY), whatever the plan: joined to `input` alone, the planner
+    -- expected one leased row and scanned the whole outbox for each statement.
+    WHERE o.id = ANY (%(ids)s::bigint[])
+      AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
       AND o.state = 'leased' AND o.lease_expires_at > clock.now
     RETURNING o.id, o.message_id, o.provider, o.attempts, i.claimed_at
 ),
@@ -337,9 +340,12 @@ done AS (
     -- A sid that another message of ours already holds is never recorded twice (UNIQUE
     -- (provider, provider_sid) would fail the whole batch): that row stays leased, and whoever
     -- rescues it reconciles again.
+    -- o.id = ANY: by the primary key, whatever the plan (joined to `input` alone, a plan that
+    -- expected one leased row scanned the whole outbox, times the batch, ~100 ms per group).
     DELETE FROM sms_outbox o
     USING input i
-    WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+    WHERE o.id = ANY (%(ids)s::bigint[])
+      AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
       AND o.state = 'leased'
       AND NOT EXISTS (SELECT 1 FROM sms_messages other
                       WHERE other.provider = o.provider AND other.provider_sid = i.sid
@@ -452,7 +458,7 @@ SELECT d.id, d.message_id, d.alert_id FROM done d;
 -- the outbox unsent, batch-wise, if still ours.
 DELETE FROM sms_outbox o
 USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
-WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
 -- name: outbox_release
@@ -473,7 +479,7 @@ SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(started)s::boolean[])
      AS i(id, attempt, started),
      clock
-WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
 -- name: outbox_sids_taken
