@@ -5,8 +5,8 @@ callback brought, wait out the settle window), a reconciliation lookup when an e
 have reached the provider (`decision.after_lookup`), "attempt N started" committed for the batch,
 the provider call outside any transaction under a hard timeout that also ends before the lease
 does (`decision.after_attempt`), and each outcome written by `outcomes.Outcomes` (accepted sends,
-and attempts to run again, of many slots together as they complete). Rows held, call slots and
-the rows claimed ahead of them are `slots.Slots`.
+and attempts to run again, of many slots together as they complete). Rows held and slots free
+are `slots.Slots`.
 
 Residual risk, stated plainly: a process frozen (SIGSTOP, VM pause) while a request is half
 written can finish writing it after its lease expired and after a rescuer's lookups found
