@@ -507,7 +507,8 @@ SELECT d.id, d.message_id, d.alert_id FROM done d;
 -- the outbox unsent, batch-wise, if still ours.
 DELETE FROM sms_outbox o
 USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
-WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt
+  AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
 -- name: outbox_release
@@ -528,7 +529,8 @@ SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(started)s::boolean[])
      AS i(id, attempt, started),
      clock
-WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt
+  AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
 -- name: outbox_sids_taken
