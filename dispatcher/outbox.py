@@ -67,6 +67,19 @@ class Work:
 
 
 @dataclass(frozen=True)
+class Again:
+    """An attempt that may run again (outbox_reschedule's arguments, for a group write)."""
+
+    work: Work
+    delay_seconds: float
+    unresolved: bool
+    give_back: bool
+    error_code: str | None
+    error_category: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
 class Sent:
     """A send the provider accepted, or a sid reconciliation adopted."""
 
@@ -254,6 +267,28 @@ class Outbox:
             },
         )
         return bool(rows)
+
+    async def reschedule_many(
+        self, again: Sequence[Again], *, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """`reschedule` for many rows in one statement; the rows that were still ours."""
+        if not again:
+            return []
+        return await self._rows(
+            "outbox_reschedule_many",
+            {
+                "now": now,
+                "owner": self.owner,
+                "ids": [a.work.id for a in again],
+                "attempts": [a.work.attempt for a in again],
+                "delays": [max(a.delay_seconds, 0.0) for a in again],
+                "give_backs": [1 if a.give_back else 0 for a in again],
+                "unresolved": [a.unresolved for a in again],
+                "error_codes": [a.error_code for a in again],
+                "error_categories": [a.error_category for a in again],
+                "error_messages": [a.error_message for a in again],
+            },
+        )
 
     async def fail(
         self,

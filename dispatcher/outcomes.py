@@ -27,7 +27,7 @@ from dispatcher.decision import (
     Sent,
     Suppress,
 )
-from dispatcher.outbox import Outbox, Work
+from dispatcher.outbox import Again, Outbox, Work
 from dispatcher.outbox import Sent as SentRow
 from dispatcher.recorder import Recorder
 from shared import metrics
@@ -84,6 +84,14 @@ class Outcomes:
         self.recorder: Recorder[SentRow] = Recorder(
             lambda sent, now: outbox.record_sent(sent, now=now),
             key=lambda sent: sent.work.id,
+            max_rows=group_rows,
+            max_wait=RECORD_WAIT_SECONDS,
+        )
+        # Attempts to run again (retryable, ambiguous, reconcile later) the same way: a burst of
+        # provider errors is written in a few statements, not one transaction per slot.
+        self.retries: Recorder[Again] = Recorder(
+            lambda again, now: outbox.reschedule_many(again, now=now),
+            key=lambda again: again.work.id,
             max_rows=group_rows,
             max_wait=RECORD_WAIT_SECONDS,
         )
@@ -172,15 +180,8 @@ class Outcomes:
         stats: RunStats,
         now: datetime | None,
     ) -> None:
-        ok = await self.outbox.reschedule(
-            work,
-            delay_seconds=delay,
-            unresolved=unresolved,
-            error_code=error.code,
-            error_category=error.category,
-            error_message=error.reason,
-            now=now,
-        )
+        again = Again(work, delay, unresolved, False, error.code, error.category, error.reason)
+        ok = await self.retries.record(again, now) is not None
         if not ok:
             self.stale(work, stats, f"{error.category} failure")
             return

@@ -1,5 +1,6 @@
 """Group commit of outcomes: the results of many slots in one statement (accepted sends in one
-outbox_record_sent; delivered webhooks in one webhook_deliveries_delivered).
+outbox_record_sent, attempts to run again in one outbox_reschedule_many; delivered webhooks in
+one webhook_deliveries_delivered).
 
 Each slot hands its result to `record()` and waits for the row it wrote. One writer
 at a time takes everything waiting (up to `max_rows`) and records it in one transaction; while

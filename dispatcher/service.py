@@ -4,8 +4,9 @@ Per claimed send (README, "Sent once"), in order: `decision.before_lookup` (drop
 callback brought, wait out the settle window), a reconciliation lookup when an earlier attempt may
 have reached the provider (`decision.after_lookup`), "attempt N started" committed for the batch,
 the provider call outside any transaction under a hard timeout that also ends before the lease
-does (`decision.after_attempt`), and each outcome written by `outcomes.Outcomes` (accepted sends of
-a batch together, as they complete). Rows held and slots free are `slots.Slots`.
+does (`decision.after_attempt`), and each outcome written by `outcomes.Outcomes` (accepted sends,
+and attempts to run again, of many slots together as they complete). Rows held and slots free
+are `slots.Slots`.
 
 Residual risk, stated plainly: a process frozen (SIGSTOP, VM pause) while a request is half
 written can finish writing it after its lease expired and after a rescuer's lookups found
@@ -380,6 +381,7 @@ class Dispatcher:
         """Hand every row still held back to the queue (graceful stop)."""
         # Accepted sends already handed to the recorder are recorded first, not handed back.
         await self.outcomes.recorder.idle()
+        await self.outcomes.retries.idle()
         held = [(h.work, h.started) for h in self.slots.drain()]
         count = await self.outbox.release(held, settle_seconds=SETTLE_SECONDS, now=now)
         if held:

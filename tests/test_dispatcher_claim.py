@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dispatcher.outbox import Outbox, Sent, Work, claim_params
+from dispatcher.outbox import Again, Outbox, Sent, Work, claim_params
 from shared.config import Settings
 from shared.db import open_pool
 from shared.queries import q
@@ -155,6 +155,8 @@ def test_a_lost_lease_overwrites_nothing(
                 error_category="retryable",
                 error_message="late",
             )
+            late = Again(mine, 1, False, False, "x", "retryable", "late")
+            assert await slow.reschedule_many([late]) == []
             assert await slow.release([(mine, True)], settle_seconds=0) == 0
             assert not await slow.fail(
                 mine, error_code="x", error_category="permanent", error_message="late"

@@ -301,7 +301,10 @@ started AS (
     UPDATE sms_outbox o
     SET attempt_started_at = clock.now, reconcile_misses = 0, updated_at = clock.now
     FROM input i, clock
-    WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+    -- By the primary key (= ANY), whatever the plan: joined to `input` alone, the planner
+    -- expected one leased row and scanned the whole outbox for each statement.
+    WHERE o.id = ANY (%(ids)s::bigint[])
+      AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
       AND o.state = 'leased' AND o.lease_expires_at > clock.now
     RETURNING o.id, o.message_id, o.provider, o.attempts, i.claimed_at
 ),
@@ -337,9 +340,12 @@ done AS (
     -- A sid that another message of ours already holds is never recorded twice (UNIQUE
     -- (provider, provider_sid) would fail the whole batch): that row stays leased, and whoever
     -- rescues it reconciles again.
+    -- o.id = ANY: by the primary key, whatever the plan (joined to `input` alone, a plan that
+    -- expected one leased row scanned the whole outbox, times the batch, ~100 ms per group).
     DELETE FROM sms_outbox o
     USING input i
-    WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
+    WHERE o.id = ANY (%(ids)s::bigint[])
+      AND o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s
       AND o.state = 'leased'
       AND NOT EXISTS (SELECT 1 FROM sms_messages other
                       WHERE other.provider = o.provider AND other.provider_sid = i.sid
@@ -423,6 +429,55 @@ events AS (
 )
 SELECT r.id, r.next_attempt_at FROM moved r;
 
+-- name: outbox_reschedule_many
+-- outbox_reschedule for the attempts of many slots in one statement (dispatcher.recorder groups
+-- them, as outbox_record_sent does for accepted sends): each row its own delay, give-back, doubt
+-- and error, guarded exactly as the single form. Rows by the primary key (= ANY).
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+input AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::float8[],
+                %(give_backs)s::int[], %(unresolved)s::boolean[], %(error_codes)s::text[],
+                %(error_categories)s::text[], %(error_messages)s::text[])
+         AS t(id, attempt, delay_seconds, give_back, unresolved, error_code, error_category,
+              error_message)
+),
+moved AS (
+    UPDATE sms_outbox o
+    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
+        next_attempt_at = clock.now + make_interval(secs => greatest(i.delay_seconds, 0)),
+        attempts = o.attempts - i.give_back,
+        attempt_started_at = CASE WHEN i.unresolved THEN o.attempt_started_at END,
+        last_error_code = i.error_code, last_error_category = i.error_category,
+        last_error = i.error_message, updated_at = clock.now
+    FROM input i, clock
+    WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt
+      AND o.lease_owner = %(owner)s AND o.state = 'leased'
+    RETURNING o.id, o.message_id, o.provider, o.attempts, o.next_attempt_at, i.attempt AS tried,
+              i.give_back, i.error_code, i.error_category, i.error_message
+),
+counted AS (
+    UPDATE sms_messages m
+    SET attempts = least(m.attempts, r.attempts)
+    FROM moved r
+    WHERE m.id = r.message_id AND r.give_back > 0 AND m.delivery_status = 'pending'
+),
+events AS (
+    INSERT INTO sms_message_events
+        (message_id, event_type, attempt, provider, error_code, error_category, detail, occurred_at)
+    SELECT r.message_id, 'attempt_result', r.tried, r.provider, r.error_code, r.error_category,
+           jsonb_build_object('reason', r.error_message,
+                              'next_attempt_at', r.next_attempt_at,
+                              'attempt_given_back', r.give_back > 0),
+           clock.now
+    FROM moved r, clock
+    WHERE r.message_id IS NOT NULL AND r.error_category IS NOT NULL
+    ORDER BY r.id
+)
+SELECT r.id, r.next_attempt_at FROM moved r;
+
 -- name: outbox_finish
 -- Work that ends here without a send being recorded (final failure, delivered or abandoned alert):
 -- delete the row if it is still ours, with an attempt_result event when a category is given. The
@@ -452,7 +507,8 @@ SELECT d.id, d.message_id, d.alert_id FROM done d;
 -- the outbox unsent, batch-wise, if still ours.
 DELETE FROM sms_outbox o
 USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS i(id, attempt)
-WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt
+  AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
 -- name: outbox_release
@@ -473,7 +529,8 @@ SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(started)s::boolean[])
      AS i(id, attempt, started),
      clock
-WHERE o.id = i.id AND o.attempts = i.attempt AND o.lease_owner = %(owner)s AND o.state = 'leased'
+WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt
+  AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
 -- name: outbox_sids_taken
