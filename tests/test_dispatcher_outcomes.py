@@ -5,56 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
+from bench.noop import NoopProvider
 from dispatcher.service import Dispatcher
 from shared.config import Settings
 from shared.db import open_pool
-from shared.providers.base import (
-    Category,
-    CopyLookup,
-    ProviderError,
-    RemoteMessage,
-    SendRequest,
-    SendResult,
-    StatusUpdate,
-)
+from shared.providers.base import Category, ProviderError, SendRequest, SendResult
 from tests.dispatch_support import enqueue_messages, later, recipients
 
 
-class Busy:
+class Busy(NoopProvider):
     """Answers every send with a retryable error (a 503); the calls, in order."""
 
-    name = "twilio"
-    compares_bodies = True
-
     def __init__(self) -> None:
+        super().__init__("twilio")
         self.calls: list[UUID] = []
 
     async def send(self, request: SendRequest) -> SendResult:
         self.calls.append(request.message_id)
         raise ProviderError(Category.RETRYABLE, "service unavailable", code="503", http_status=503)
-
-    async def fetch(self, sid: str) -> RemoteMessage:
-        raise NotImplementedError
-
-    async def find_copies(self, lookup: CopyLookup) -> list[RemoteMessage]:
-        return []
-
-    def verify_signature(self, url: str, raw_body: bytes, headers: Mapping[str, str]) -> bool:
-        return False
-
-    def parse_callback(
-        self, raw_body: bytes, content_type: str, query: Mapping[str, str]
-    ) -> StatusUpdate:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        return None
 
 
 def test_retries_of_many_slots_share_one_write(
