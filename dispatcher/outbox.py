@@ -68,7 +68,7 @@ class Work:
 
 @dataclass(frozen=True)
 class Again:
-    """An attempt that may run again (outbox_reschedule's arguments, for a group write)."""
+    """An attempt that may run again: the arguments of Outbox.reschedule, for a group write."""
 
     work: Work
     delay_seconds: float
@@ -251,27 +251,16 @@ class Outbox:
         now: datetime | None = None,
     ) -> bool:
         """Put `work` back to ready after `delay_seconds`; False when it was no longer ours."""
-        rows = await self._rows(
-            "outbox_reschedule",
-            {
-                "now": now,
-                "owner": self.owner,
-                "id": work.id,
-                "attempt": work.attempt,
-                "delay_seconds": max(delay_seconds, 0.0),
-                "give_back": 1 if give_back else 0,
-                "unresolved": unresolved,
-                "error_code": error_code,
-                "error_category": error_category,
-                "error_message": error_message,
-            },
+        again = Again(
+            work, delay_seconds, unresolved, give_back, error_code, error_category, error_message
         )
-        return bool(rows)
+        return bool(await self.reschedule_many([again], now=now))
 
     async def reschedule_many(
         self, again: Sequence[Again], *, now: datetime | None = None
     ) -> list[dict[str, Any]]:
-        """`reschedule` for many rows in one statement; the rows that were still ours."""
+        """`reschedule` for many rows in one statement (outbox_reschedule_many); the rows that
+        were still ours."""
         if not again:
             return []
         return await self._rows(

@@ -388,51 +388,13 @@ SELECT d.id, d.message_id, d.sid, d.attempt, (mv.id IS NOT NULL) AS moved, mv.co
 FROM done d
 LEFT JOIN moved mv ON mv.id = d.message_id;
 
--- name: outbox_reschedule
--- A failed attempt that may run again (retryable, ambiguous, config, undelivered alert): the row goes
--- back to ready at clock + delay. %(give_back)s = 1 returns the attempt (config errors do not burn
--- the message's attempts; messages.attempts follows). %(unresolved)s keeps attempt_started_at so
--- the next claimer reconciles an ambiguous attempt before resending; otherwise it is cleared.
-WITH clock AS (
-    SELECT coalesce(%(now)s::timestamptz, now()) AS now
-),
-moved AS (
-    UPDATE sms_outbox o
-    SET state = 'ready', lease_owner = NULL, lease_expires_at = NULL,
-        next_attempt_at = clock.now + make_interval(secs => %(delay_seconds)s::float8),
-        attempts = o.attempts - %(give_back)s::int,
-        attempt_started_at = CASE WHEN %(unresolved)s::boolean THEN o.attempt_started_at END,
-        last_error_code = %(error_code)s, last_error_category = %(error_category)s,
-        last_error = %(error_message)s, updated_at = clock.now
-    FROM clock
-    WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
-      AND o.state = 'leased'
-    RETURNING o.id, o.message_id, o.provider, o.attempts, o.next_attempt_at
-),
-counted AS (
-    UPDATE sms_messages m
-    SET attempts = least(m.attempts, r.attempts)
-    FROM moved r
-    WHERE m.id = r.message_id AND %(give_back)s::int > 0 AND m.delivery_status = 'pending'
-),
-events AS (
-    INSERT INTO sms_message_events
-        (message_id, event_type, attempt, provider, error_code, error_category, detail, occurred_at)
-    SELECT r.message_id, 'attempt_result', %(attempt)s, r.provider, %(error_code)s,
-           %(error_category)s,
-           jsonb_build_object('reason', %(error_message)s::text,
-                              'next_attempt_at', r.next_attempt_at,
-                              'attempt_given_back', %(give_back)s::int > 0),
-           clock.now
-    FROM moved r, clock
-    WHERE r.message_id IS NOT NULL AND %(error_category)s::text IS NOT NULL
-)
-SELECT r.id, r.next_attempt_at FROM moved r;
-
 -- name: outbox_reschedule_many
--- outbox_reschedule for the attempts of many slots in one statement (dispatcher.recorder groups
--- them, as outbox_record_sent does for accepted sends): each row its own delay, give-back, doubt
--- and error, guarded exactly as the single form. Rows by the primary key (= ANY).
+-- Failed attempts that may run again (retryable, ambiguous, config, undelivered alert), one row or
+-- the attempts of many slots (dispatcher.recorder groups them, as outbox_record_sent does for
+-- accepted sends): each row goes back to ready at clock + its delay, if still ours. A give-back
+-- of 1 returns the attempt (config errors do not burn the message's attempts; messages.attempts
+-- follows). `unresolved` keeps attempt_started_at so the next claimer reconciles an ambiguous
+-- attempt before resending; otherwise it is cleared. Rows by the primary key (= ANY).
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
