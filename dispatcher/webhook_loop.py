@@ -9,10 +9,15 @@ the SMS transactions commit (WebhookWorker.fan_out, migration 0016), and without
 would serialize every committing status change), so new events are fanned out as soon as the SMS
 loop of the same process ends a batch of sends (`nudge`: their status changes are events), and
 otherwise by polling every POLL_SECONDS (status callbacks and inbound messages come in through
-the API, as before). A fan-out that filled its batch runs again before the loop sleeps. A nudge
-fans out and claims without waiting for the poll, but no sooner than NUDGE_MIN_SECONDS after the
-previous one: the SMS loop ends many batches a second, and most of their nudges find nothing
-due (no endpoint, or a dead one parked with its backlog).
+the API, as before). A nudge claims without waiting for the poll, but no sooner than
+NUDGE_MIN_SECONDS after the previous claim: the SMS loop ends many batches a second, and most of
+their nudges find nothing due (no endpoint, or a dead one parked with its backlog). The fan-out
+runs after a nudge or a wake-up too, but no sooner than FAN_OUT_EVERY_SECONDS after the previous
+one, unless that one filled its batch (then at once): each fan-out is a statement and a commit
+whose cost is mostly its own, not its events', so under a steady SMS load a few large fan-outs
+cost the database far less than one per nudge (bench webhooks: a dead endpoint's fan-out went
+from ~130 statements per 10 s at 174 messages/s to ~40), and a webhook waits at most that much
+longer for its delivery to be made.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ HEALTH_EVERY_SECONDS: Final = 15.0
 # one row per freed slot: a claim is a transaction, and one per delivery capped the loop at what
 # the claims alone could do (measured: ~250 deliveries/s on 2 vCPUs).
 CLAIM_GATHER_SECONDS: Final = 0.005
+# While events keep coming, fan out no more often than this (a full batch fans out again at once).
+FAN_OUT_EVERY_SECONDS: Final = 0.25
 # After a claim that found nothing more due, a nudge claims again no sooner than this after it:
 # the nudges of many SMS batches share one claim (a transaction each; one per batch was ~10 % of
 # the dispatcher's CPU at 68 sends/s, measured with py-spy), and a webhook waits at most this
@@ -51,24 +58,41 @@ def fan_out_due(
     now: float,
     last_fan_out: float,
     *,
-    woken: bool,
-    nudged: bool,
-    every: float = NUDGE_MIN_SECONDS,
+    more: bool,
+    pending: bool,
+    every: float = FAN_OUT_EVERY_SECONDS,
 ) -> bool:
     """Whether to fan out before the next claim at `now` (loop time), the last fan-out having
-    started at `last_fan_out`: after a wake-up from idle (a nudge or the poll) or a full batch
-    (`woken`), after a nudge while busy (at most every `every`), and at least every
-    POLL_SECONDS."""
+    started at `last_fan_out`: at once when that one filled its batch (`more`); when events may
+    be waiting (`pending`: a nudge, or a wake-up from idle) and `every` has passed since it; and
+    at least every POLL_SECONDS (status callbacks and inbound messages nudge nobody)."""
     since = now - last_fan_out
-    return woken or since >= POLL_SECONDS or (nudged and since >= every)
+    return more or since >= POLL_SECONDS or (pending and since >= every)
+
+
+def idle_timeout(
+    now: float, last_fan_out: float, *, pending: bool, every: float = FAN_OUT_EVERY_SECONDS
+) -> float:
+    """How long an idle loop waits for a nudge at `now` (loop time): the poll, or, when a fan-out
+    was put off (`pending`), until it is due (a hair past, so the check then finds it due)."""
+    if not pending:
+        return POLL_SECONDS
+    return min(POLL_SECONDS, max(0.0, last_fan_out + every - now) + 0.001)
 
 
 class WebhookLoop:
     """Runs one WebhookWorker until the stop event is set."""
 
-    def __init__(self, worker: WebhookWorker, *, nudge_every: float = NUDGE_MIN_SECONDS) -> None:
+    def __init__(
+        self,
+        worker: WebhookWorker,
+        *,
+        nudge_every: float = NUDGE_MIN_SECONDS,
+        fan_out_every: float = FAN_OUT_EVERY_SECONDS,
+    ) -> None:
         self.worker = worker
         self.nudge_every = nudge_every
+        self.fan_out_every = fan_out_every
         self._nudged = asyncio.Event()
         self._events = False  # nudged since the last fan-out
 
@@ -86,8 +110,9 @@ class WebhookLoop:
         loop = asyncio.get_running_loop()
         failures = 0
         last_claim = loop.time()
-        last_fan_out = loop.time()
-        fan_out_now = True  # at start, and after each wake-up: events may be waiting
+        last_fan_out = -POLL_SECONDS  # none yet: the first is due at once
+        more = False  # the last fan-out filled its batch: more events wait
+        woken = True  # at start, and after each wake-up from idle: events may be waiting
 
         def done(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
@@ -100,14 +125,14 @@ class WebhookLoop:
             if fan_out_due(
                 loop.time(),
                 last_fan_out,
-                woken=fan_out_now,
-                nudged=self._events,
-                every=self.nudge_every,
+                more=more,
+                pending=woken or self._events,
+                every=self.fan_out_every,
             ):
-                self._events = False
+                self._events = woken = False
                 last_fan_out = loop.time()
                 # A full batch: more events wait, so the loop comes back without sleeping.
-                fan_out_now = await self._fan_out()
+                more = await self._fan_out()
             concurrency = self.worker.settings.webhook_concurrency
             free = concurrency - len(tasks)
             if free <= 0:
@@ -131,9 +156,18 @@ class WebhookLoop:
                 task = asyncio.create_task(self._guarded(work))
                 tasks.add(task)
                 task.add_done_callback(done)
-            if len(works) < free and not fan_out_now:
-                await self._idle(stop, last_claim)
-                fan_out_now = True
+            if len(works) < free and not more:
+                await self._idle(
+                    stop,
+                    last_claim,
+                    idle_timeout(
+                        loop.time(),
+                        last_fan_out,
+                        pending=woken or self._events,
+                        every=self.fan_out_every,
+                    ),
+                )
+                woken = True
         await self._stop(tasks)
 
     async def _fan_out(self) -> bool:
@@ -161,14 +195,15 @@ class WebhookLoop:
             room.clear()
             await _wait(room, remaining)
 
-    async def _idle(self, stop: asyncio.Event, last_claim: float) -> None:
-        """Nothing more due: wait for a nudge, the stop or the next poll, whichever is first; a
-        nudge then waits out the rest of NUDGE_MIN_SECONDS since `last_claim` (loop time), and
-        the nudges that come meanwhile are answered by the same claim."""
+    async def _idle(self, stop: asyncio.Event, last_claim: float, at_most: float) -> None:
+        """Nothing more due: wait for a nudge, the stop or `at_most` seconds (the next poll, or a
+        fan-out put off), whichever is first; a nudge then waits out the rest of
+        NUDGE_MIN_SECONDS since `last_claim` (loop time), and the nudges that come meanwhile are
+        answered by the same claim."""
         if not self._nudged.is_set():
             waits = {asyncio.ensure_future(self._nudged.wait()), asyncio.ensure_future(stop.wait())}
             _, pending = await asyncio.wait(
-                waits, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                waits, timeout=at_most, return_when=asyncio.FIRST_COMPLETED
             )
             for task in pending:
                 task.cancel()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.webhook_loop import NUDGE_MIN_SECONDS, POLL_SECONDS, fan_out_due, nudge_delay
+from dispatcher.webhook_loop import (
+    FAN_OUT_EVERY_SECONDS,
+    NUDGE_MIN_SECONDS,
+    POLL_SECONDS,
+    fan_out_due,
+    idle_timeout,
+    nudge_delay,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,18 +38,39 @@ def test_the_interval_is_short_beside_the_poll() -> None:
 
 
 @pytest.mark.parametrize(
-    ("now", "woken", "nudged", "due"),
+    ("now", "more", "pending", "due"),
     [
-        (100.0, True, False, True),  # woken from idle (nudge or poll), or a full batch: at once
-        (100.01, False, True, False),  # nudged while busy, right after the last fan-out: later
-        (100.06, False, True, True),  # nudged while busy, the interval over: now
-        (100.5, False, False, False),  # busy, not nudged, within the poll: the claim alone
-        (101.0, False, False, True),  # busy for a whole poll: fan out anyway (API callbacks)
+        (100.0, True, False, True),  # the last fan-out filled its batch: again at once
+        (100.1, False, True, False),  # nudged (or woken) within the interval: put off
+        (100.25, False, True, True),  # nudged (or woken), the interval over: now
+        (100.5, False, False, False),  # nothing new, within the poll: the claim alone
+        (101.0, False, False, True),  # a whole poll without one: fan out anyway (API callbacks)
     ],
 )
-def test_the_fan_out_runs_after_wake_ups_nudges_and_at_least_every_poll(
-    now: float, woken: bool, nudged: bool, due: bool
+def test_the_fan_out_runs_after_full_batches_nudges_and_at_least_every_poll(
+    now: float, more: bool, pending: bool, due: bool
 ) -> None:
-    """A busy loop (claims back to back) still fans out after a nudge, no sooner than the nudge
-    interval, and once a poll interval at least; an idle loop woken fans out first."""
-    assert fan_out_due(now, 100.0, woken=woken, nudged=nudged, every=0.05) is due
+    """Under a steady SMS load (a nudge per batch) the fan-out runs once an interval, not once
+    a nudge; a full batch runs again at once, and the poll bounds the wait for API events."""
+    assert fan_out_due(now, 100.0, more=more, pending=pending, every=0.25) is due
+
+
+def test_the_fan_out_interval_is_short_beside_the_poll() -> None:
+    """Putting the fan-out off delays a webhook far less than the poll would."""
+    assert NUDGE_MIN_SECONDS < FAN_OUT_EVERY_SECONDS <= POLL_SECONDS / 4
+
+
+@pytest.mark.parametrize(
+    ("now", "pending", "wait"),
+    [
+        (100.1, True, 0.151),  # a fan-out put off: until it is due, a hair past
+        (100.3, True, 0.001),  # already due: at once
+        (100.1, False, POLL_SECONDS),  # nothing waits: the poll
+        (99.0, True, POLL_SECONDS),  # a clock behind the fan-out never waits past the poll
+    ],
+)
+def test_an_idle_loop_wakes_for_a_fan_out_it_put_off(
+    now: float, pending: bool, wait: float
+) -> None:
+    """Events whose fan-out was put off are not left for the poll when no nudge follows."""
+    assert idle_timeout(now, 100.0, pending=pending, every=0.25) == pytest.approx(wait)
