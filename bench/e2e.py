@@ -6,7 +6,6 @@ enqueue statement ran (sms_messages.created_at), when its row was claimed (the
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from datetime import datetime
@@ -17,8 +16,7 @@ import psycopg
 
 from bench import seed
 from bench.dispatch import check_simulator
-from bench.enqueue import api_headers, send_body
-from bench.loadgen import open_loop
+from bench.enqueue import send_at_rate
 from bench.stack import Stack
 
 # Stage -> seconds, per message. The last three add up to the end-to-end latency; the claim can
@@ -47,16 +45,7 @@ def run(
         sim.post("/_sim/reset").raise_for_status()
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         seed.clear_messages(conn)
-    outcome = asyncio.run(
-        open_loop(
-            stack.api_url,
-            "/sms/send",
-            api_headers(stack.api_key),
-            lambda i: send_body(tag, i),
-            rate=rate,
-            seconds=seconds,
-        )
-    )
+    outcome = send_at_rate(stack, rate=rate, seconds=seconds, tag=tag)
     problems = []
     other = {s: c for s, c in outcome.statuses.items() if s != 202}
     if other or outcome.errors:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from bench import seed
-from bench.loadgen import Outcome, closed_loop
+from bench.loadgen import Outcome, closed_loop, open_loop
 from bench.stack import SENDER, Stack
 from bench.stats import latency_ms
 from shared.queries import q
@@ -42,6 +42,20 @@ def api_headers(key: str) -> dict[str, str]:
 
 def send_body(tag: str, i: int) -> bytes:
     return json.dumps({"to": seed.recipient(i), "body": seed.body(tag, i)}).encode()
+
+
+def send_at_rate(stack: Stack, *, rate: float, seconds: float, tag: str) -> Outcome:
+    """POST /sms/send at a fixed arrival rate for `seconds` (open loop), bodies tagged `tag`."""
+    return asyncio.run(
+        open_loop(
+            stack.api_url,
+            "/sms/send",
+            api_headers(stack.api_key),
+            lambda i: send_body(tag, i),
+            rate=rate,
+            seconds=seconds,
+        )
+    )
 
 
 async def api_load(stack: Stack, *, concurrency: int, seconds: float, tag: str) -> Load:

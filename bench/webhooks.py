@@ -45,8 +45,7 @@ import psycopg
 
 from bench import enqueue, seed
 from bench.dispatch import check_simulator
-from bench.enqueue import api_headers, send_body
-from bench.loadgen import open_loop
+from bench.enqueue import send_at_rate
 from bench.stack import SENDER, Stack, free_port
 from bench.stats import latency_ms, ratio, spread
 
@@ -333,16 +332,7 @@ def measure_latency(
     # against 35-50 ms.
     stack.stop("dispatcher")
     stack.start_dispatcher()
-    asyncio.run(
-        open_loop(
-            stack.api_url,
-            "/sms/send",
-            api_headers(stack.api_key),
-            lambda i: send_body(f"{tag}warm", i),
-            rate=rate,
-            seconds=WARM_SECONDS,
-        )
-    )
+    send_at_rate(stack, rate=rate, seconds=WARM_SECONDS, tag=f"{tag}warm")
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         if not _wait(conn, SENDS_LEFT, timeout):
             problems.append(f"{label}: warm-up sends not drained within {timeout:.0f} s")
@@ -364,16 +354,7 @@ def measure_latency(
         # Both sides alike: vacuumed and analyzed with their endpoints (and the dead side's
         # backlog) in place, the same statement on each side.
         conn.execute("VACUUM ANALYZE sms_outbox, sms_webhook_deliveries")
-    outcome = asyncio.run(
-        open_loop(
-            stack.api_url,
-            "/sms/send",
-            api_headers(stack.api_key),
-            lambda i: send_body(tag, i),
-            rate=rate,
-            seconds=seconds,
-        )
-    )
+    outcome = send_at_rate(stack, rate=rate, seconds=seconds, tag=tag)
     other = {s: c for s, c in outcome.statuses.items() if s != 202}
     if other or outcome.errors:
         problems.append(f"{label}: non-202 replies {other}, errors {outcome.errors[:5]}")

@@ -270,7 +270,7 @@ class Outbox:
                 "owner": self.owner,
                 "ids": [a.work.id for a in again],
                 "attempts": [a.work.attempt for a in again],
-                "delays": [max(a.delay_seconds, 0.0) for a in again],
+                "delays": [a.delay_seconds for a in again],  # never below 0: the statement says so
                 "give_backs": [1 if a.give_back else 0 for a in again],
                 "unresolved": [a.unresolved for a in again],
                 "error_codes": [a.error_code for a in again],
