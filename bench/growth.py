@@ -1,5 +1,5 @@
 """Growth: does the claim stay flat as history piles up? With 0, 1 M (and, with --growth-big,
-5 M) finished messages already in the database (delivered, four events each, written by
+5 M) finished messages already in the database (delivered, three events each, written by
 generate_series SQL into the day partitions of sms_message_events), measure the dispatcher's real
 claim statement (outbox_claim_due, 100 rows, each claim rolled back so every claim sees the same
 queue) and the no-op drain rate, and show the sizes of the hot outbox next to the history. The
@@ -7,7 +7,7 @@ history is seeded once and grown (1 M, then 4 M more), never re-inserted.
 `claim_growth_ratio = claim_p50_at_1M / claim_p50_at_0`.
 
 Retention, in the same run (beside the 1 M history, all younger than the cutoff): one day of a
-1 M/day history (--growth-retain messages, four events each) that ended 31 days ago is retained
+1 M/day history (--growth-retain messages, three events each) that ended 31 days ago is retained
 away with --older-than 30d twice, once by deleting rows (messages_prune batches, their events
 deleted with them: what prune did before 0010) and once by tooling.retention.prune (the day's
 partition dropped, then the messages deleted). Each is timed, with the WAL it wrote and the
@@ -50,7 +50,7 @@ SELECT sms_message_events_make_partitions(
     (now() AT TIME ZONE 'UTC')::date)
 """
 # One UTC day (RETAIN_DAYS_AGO days ago) of a finished history, %(first)s..%(last)s of
-# %(total)s messages spread over the day, shaped as bench_history_insert's (four events each).
+# %(total)s messages spread over the day, shaped as bench_history_insert's (three events each).
 RETAIN_INSERT = """
 WITH thread AS (
     SELECT id, row_number() OVER (ORDER BY to_number) - 1 AS k
@@ -77,8 +77,7 @@ INSERT INTO sms_message_events (message_id, event_type, attempt, from_status, to
 SELECT m.id, e.event_type, e.attempt, e.from_status, e.to_status, 'twilio', m.provider_sid,
        m.created_at
 FROM message m
-CROSS JOIN (VALUES ('created', NULL::int, NULL::text, 'pending'),
-                   ('attempt_started', 1, NULL, NULL),
+CROSS JOIN (VALUES ('attempt_started', 1, NULL::text, NULL::text),
                    ('transition', NULL, 'pending', 'queued'),
                    ('transition', NULL, 'queued', 'delivered'))
            AS e(event_type, attempt, from_status, to_status)

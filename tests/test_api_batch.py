@@ -57,7 +57,7 @@ def test_batch_writes_every_message_in_request_order(
     client: httpx.Client, auth: dict[str, str], db: psycopg.Connection[Any]
 ) -> None:
     """A valid batch gets 202 with one /sms/send body per message in order, and N messages, N
-    outbox rows and N 'created' events exist (threads shared by equal pairs)."""
+    outbox rows exist and no event row (migration 0019; threads shared by equal pairs)."""
     before = accepted_total()
     payload = {
         "messages": [
@@ -73,7 +73,7 @@ def test_batch_writes_every_message_in_request_order(
     assert [i["encoding"] for i in items] == ["GSM-7", "UCS-2", "GSM-7"]
     assert all(i["status"] == "pending" and i["from"] == SENDER for i in items)
     assert items[0]["conversation_id"] == items[2]["conversation_id"] != items[1]["conversation_id"]
-    assert counts(db) == (3, 3, 3, 2)
+    assert counts(db) == (3, 3, 0, 2)
     stored = db.execute(
         "SELECT m.id::text, m.body FROM sms_messages m JOIN sms_outbox o ON o.message_id = m.id"
     ).fetchall()
@@ -135,7 +135,7 @@ def test_exactly_the_maximum_is_accepted(
     r = batch(client, auth, payload)
     assert r.status_code == 202, r.text
     assert len(r.json()["messages"]) == MAX_BATCH
-    assert counts(db) == (MAX_BATCH, MAX_BATCH, MAX_BATCH, 1)
+    assert counts(db) == (MAX_BATCH, MAX_BATCH, 0, 1)
 
 
 def test_unauthenticated_is_401(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
@@ -201,8 +201,8 @@ def test_conversations_are_checked_per_item(
 def test_failure_inside_the_transaction_writes_nothing(
     client: httpx.Client, auth: dict[str, str], db: psycopg.Connection[Any]
 ) -> None:
-    """An error raised by the database after the messages and outbox rows were inserted (here by
-    a test trigger on the events) rolls the whole batch back: no thread, message or outbox row."""
+    """An error raised by the database after the threads and messages were inserted (here by a
+    test trigger on the outbox) rolls the whole batch back: no thread, message or outbox row."""
     db.execute(
         """
         CREATE FUNCTION test_refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -212,7 +212,7 @@ def test_failure_inside_the_transaction_writes_nothing(
             END IF;
             RETURN NEW;
         END $$;
-        CREATE TRIGGER test_refuse_event BEFORE INSERT ON sms_message_events
+        CREATE TRIGGER test_refuse_event BEFORE INSERT ON sms_outbox
             FOR EACH ROW EXECUTE FUNCTION test_refuse_event();
         """
     )

@@ -50,6 +50,30 @@ def test_message_with_its_events(
     assert message["body"] == "Hi" and message["request_id"]
 
 
+def test_created_comes_from_the_row_once(
+    client: httpx.Client, auth: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """The timeline's `created` is made from the message row (no event row since migration
+    0019): id 0, the row's created_at and provider, status pending. A message enqueued before
+    0019 keeps its own `created` row and shows it once. (An inbound message's timeline is its
+    `received` alone: test_inbound.test_a_reply_is_stored_in_its_conversation_and_listed.)"""
+    made = client.post("/sms/send", json={"to": TO, "body": "Hi"}, headers=auth).json()
+    events = client.get(f"/sms/messages/{made['id']}", headers=auth).json()["events"]
+    assert len(events) == 1
+    first = events[0]
+    assert (first["id"], first["type"], first["to_status"]) == (0, "created", "pending")
+    assert (first["provider"], first["occurred_at"]) == (made["provider"], made["created_at"])
+
+    older = client.post("/sms/send", json={"to": TO, "body": "Hi"}, headers=auth).json()
+    db.execute(
+        "INSERT INTO sms_message_events (message_id, event_type, to_status, provider)"
+        " VALUES (%s, 'created', 'pending', 'twilio')",
+        (older["id"],),
+    )
+    events = client.get(f"/sms/messages/{older['id']}", headers=auth).json()["events"]
+    assert [e["type"] for e in events] == ["created"] and events[0]["id"] > 0
+
+
 @pytest.mark.parametrize(
     "message_id", [str(uuid.uuid4()), "not-a-uuid", "12345", "0" * 40, "%00", "'; --"]
 )

@@ -89,7 +89,6 @@ def test_success_on_each_provider(
     assert kinds == [
         ("attempt_result", 3),
         ("attempt_started", 3),
-        ("created", 3),
         ("transition", 3),
     ]
     submitted = [r for r in caplog.records if getattr(r, "action", None) == "submitted"]

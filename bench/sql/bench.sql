@@ -3,7 +3,7 @@
 -- name: bench_seed_messages
 -- What N calls of shared.messages.enqueue (sql/queries/messages.sql messages_enqueue) leave behind,
 -- in one statement and one transaction: the (from, to) threads, the pending messages, one due
--- outbox row and one 'created' event each. Each row names its sender, whose pace the claim spends
+-- outbox row each (no 'created' event since migration 0019). Each row names its sender, whose pace the claim spends
 -- (the sender must be in sms_senders, or the claim never takes the row: bench_senders_pace), its
 -- priority (0 high, 1 normal, 2 low, as messages_enqueue maps the word) and its cost in segments.
 -- Threads are inserted DISTINCT: one multi-row ON CONFLICT DO UPDATE may not touch the same row
@@ -31,14 +31,9 @@ message AS (
     JOIN conversation c ON c.from_number = i.from_number AND c.to_number = i.to_number
     RETURNING id, provider, from_number, segments, priority
 ),
-outbox AS (
-    INSERT INTO sms_outbox (kind, message_id, provider, sender, priority, cost)
-    SELECT 'send_sms', message.id, message.provider, message.from_number,
-           array_position(ARRAY['high', 'normal', 'low'], message.priority) - 1, message.segments
-    FROM message
-)
-INSERT INTO sms_message_events (message_id, event_type, to_status, provider)
-SELECT message.id, 'created', 'pending', message.provider
+INSERT INTO sms_outbox (kind, message_id, provider, sender, priority, cost)
+SELECT 'send_sms', message.id, message.provider, message.from_number,
+       array_position(ARRAY['high', 'normal', 'low'], message.priority) - 1, message.segments
 FROM message;
 
 -- name: bench_senders_pace
@@ -87,7 +82,7 @@ ON CONFLICT (from_number, to_number) DO NOTHING;
 
 -- name: bench_history_insert
 -- Growth: messages %(first)s..%(last)s of a finished history, in one statement: delivered
--- messages (sid, submitted and final times, spread over the past) and four events each, as a
+-- messages (sid, submitted and final times, spread over the past) and three events each, as a
 -- real send leaves them. None has an outbox row: finished work has left the hot table.
 WITH thread AS (
     SELECT id, row_number() OVER (ORDER BY to_number) - 1 AS k
@@ -113,8 +108,7 @@ INSERT INTO sms_message_events (message_id, event_type, attempt, from_status, to
 SELECT m.id, e.event_type, e.attempt, e.from_status, e.to_status, 'twilio', m.provider_sid,
        m.created_at
 FROM message m
-CROSS JOIN (VALUES ('created', NULL::int, NULL::text, 'pending'),
-                   ('attempt_started', 1, NULL, NULL),
+CROSS JOIN (VALUES ('attempt_started', 1, NULL::text, NULL::text),
                    ('transition', NULL, 'pending', 'queued'),
                    ('transition', NULL, 'queued', 'delivered'))
            AS e(event_type, attempt, from_status, to_status);

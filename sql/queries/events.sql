@@ -4,11 +4,29 @@
 -- A message's history in insertion order, served by sms_message_events_message_idx (message_id, id)
 -- of each day partition since the message was created: its events never precede its creation, so
 -- the bound on occurred_at prunes the older days (0010) instead of probing every one of them.
-SELECT id, event_type, attempt, from_status, to_status, provider, provider_sid, error_code,
-       error_category, detail, occurred_at
-FROM sms_message_events
-WHERE message_id = %(message_id)s
-  AND occurred_at >= (SELECT m.created_at FROM sms_messages m WHERE m.id = %(message_id)s)
+-- An outbound message's history begins with `created`, made from its row (id 0, before every
+-- event's id): since migration 0019 the enqueue writes no event for it. A message enqueued before
+-- then has its own `created` row, and gets no second one.
+WITH m AS MATERIALIZED (
+    SELECT m.id, m.created_at, m.provider, m.direction
+    FROM sms_messages m
+    WHERE m.id = %(message_id)s
+),
+events AS MATERIALIZED (
+    SELECT e.id, e.event_type, e.attempt, e.from_status, e.to_status, e.provider, e.provider_sid,
+           e.error_code, e.error_category, e.detail, e.occurred_at
+    FROM sms_message_events e
+    WHERE e.message_id = %(message_id)s
+      AND e.occurred_at >= (SELECT m.created_at FROM m)
+)
+SELECT 0::bigint AS id, 'created' AS event_type, NULL::int AS attempt, NULL::text AS from_status,
+       'pending' AS to_status, m.provider, NULL::text AS provider_sid, NULL::text AS error_code,
+       NULL::text AS error_category, NULL::jsonb AS detail, m.created_at AS occurred_at
+FROM m
+WHERE m.direction = 'outbound'
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_type = 'created')
+UNION ALL
+SELECT * FROM events
 ORDER BY id;
 
 -- name: events_prune_orphans
