@@ -30,7 +30,7 @@ message AS (
     FROM input i
     JOIN conversation c ON c.from_number = i.from_number AND c.to_number = i.to_number
     RETURNING id, provider, from_number, segments, priority
-),
+)
 INSERT INTO sms_outbox (kind, message_id, provider, sender, priority, cost)
 SELECT 'send_sms', message.id, message.provider, message.from_number,
        array_position(ARRAY['high', 'normal', 'low'], message.priority) - 1, message.segments
