@@ -265,7 +265,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "type": "object",
         "required": ["id", "type", "occurred_at"],
         "properties": {
-            "id": {"type": "integer"},
+            "id": {
+                "type": "integer",
+                "description": "Order of the events; 0 for `created`, made from the message row.",
+            },
             "type": {
                 "type": "string",
                 "enum": [
