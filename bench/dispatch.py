@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import AsyncConnection
 
 from bench import seed
@@ -31,11 +32,30 @@ POLL = 0.05
 
 @dataclass
 class Drain:
-    """One drain: its rate and whatever was wrong with it."""
+    """One drain: its rate and whatever was wrong with it; `call_ms`, the mean provider call the
+    dispatcher measured meanwhile (when its /metrics was read)."""
 
     rate: float
     seconds: float
     problems: list[str] = field(default_factory=list)
+    call_ms: float | None = None
+
+
+def sent_calls(metrics_text: str) -> tuple[float, int]:
+    """(seconds, calls) of the provider calls that were accepted, summed over providers, from a
+    dispatcher's /metrics (sms_send_duration_seconds{outcome="sent"}: SDK, HTTP and provider)."""
+    seconds, calls = 0.0, 0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "sms_send_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("outcome") != "sent":
+                continue
+            if sample.name.endswith("_sum"):
+                seconds += sample.value
+            elif sample.name.endswith("_count"):
+                calls += int(sample.value)
+    return seconds, calls
 
 
 def _elapsed(start: datetime, state: dict[str, Any]) -> float:
@@ -109,9 +129,19 @@ async def drain_noop(
     return Drain(n / seconds, seconds, problems)
 
 
-def drain_simulator(stack: Stack, n: int, tag: str, *, latency: float, timeout: float) -> Drain:
-    """Drain through the dispatcher subprocess and the simulator at `latency` seconds per call."""
+def drain_simulator(
+    stack: Stack,
+    n: int,
+    tag: str,
+    *,
+    latency: float,
+    timeout: float,
+    metrics_url: str | None = None,
+) -> Drain:
+    """Drain through the dispatcher subprocess and the simulator at `latency` seconds per call;
+    with the dispatcher's `metrics_url`, also its mean provider call during this drain."""
     label = f"simulator {latency * 1000:.0f} ms"
+    before = sent_calls(httpx.get(metrics_url, timeout=10).text) if metrics_url else None
     with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
         sim.post("/_sim/reset").raise_for_status()
         sim.post("/_sim/config", json={"latency": latency}).raise_for_status()
@@ -125,7 +155,12 @@ def drain_simulator(stack: Stack, n: int, tag: str, *, latency: float, timeout: 
     problems += _check_db(state, n, label)
     problems += check_simulator(report, {seed.body(tag, i) for i in range(n)}, label)
     seconds = _elapsed(start, state)
-    return Drain(n / seconds, seconds, problems)
+    call_ms = None
+    if metrics_url and before is not None:
+        after = sent_calls(httpx.get(metrics_url, timeout=10).text)
+        calls = after[1] - before[1]
+        call_ms = round((after[0] - before[0]) / calls * 1000, 1) if calls else None
+    return Drain(n / seconds, seconds, problems, call_ms)
 
 
 def _poll_drained(conn: psycopg.Connection[Any], timeout: float) -> bool:

@@ -382,6 +382,16 @@ def table(result: dict[str, Any]) -> str:
                 "latency_efficiency " + _mark(t, "latency_efficiency"),
             ),
         ]
+        call = d.get("call_ms_200ms")
+        if call:
+            rows.append(
+                (
+                    "  its provider calls (sms_send_duration_seconds, accepted)",
+                    f"mean {call['median']:g} ms [{call['min']:g}-{call['max']:g}]",
+                    f"ceiling at that call {d.get('call_ceiling_200ms', 0):,.0f}/s;"
+                    f" efficiency_vs_call {d.get('efficiency_vs_call')}",
+                )
+            )
     if e:
         for c in (16, 64):
             s = e.get(f"api_c{c}")

@@ -237,8 +237,10 @@ class Stack:
             raise RuntimeError(f"the API is not ready; see {log}")
         return proc
 
-    def start_dispatcher(self) -> Proc:
-        proc = self.start("dispatcher", [sys.executable, "-m", "dispatcher"])
+    def start_dispatcher(self, metrics_port: int | None = None) -> Proc:
+        """The dispatcher; with `metrics_port`, its /metrics served there (METRICS_PORT)."""
+        env = {} if metrics_port is None else {"METRICS_PORT": str(metrics_port)}
+        proc = self.start("dispatcher", [sys.executable, "-m", "dispatcher"], env=env)
         self.wait_listening(LISTEN_APP, proc.popen)
         return proc
 

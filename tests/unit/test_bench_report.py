@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench import enqueue, report
+from bench import dispatch, enqueue, report
 
 
 @pytest.mark.parametrize(
@@ -135,3 +135,43 @@ def test_pgbench_script_binds_every_enqueue_parameter() -> None:
     assert "%(" not in script
     assert "ARRAY['normal']::text[]" in script
     assert re.search(r"ARRAY\[NULL\]::timestamptz\[\]", script)
+
+
+def test_dispatch_rows_show_the_provider_calls_length_and_what_it_allows() -> None:
+    """The 200 ms drain beside the ceiling at its calls' measured length (no target)."""
+    rates = {"median": 280.0, "min": 276.0, "max": 281.0}
+    d = {
+        "noop": rates,
+        "pgqueuer": rates,
+        "sim_0ms": rates,
+        "sim_200ms": rates,
+        "ceiling_200ms": 320.0,
+        "latency_efficiency": 0.875,
+        "call_ms_200ms": {"median": 212.0, "min": 211.2, "max": 214.1},
+        "call_ceiling_200ms": 301.9,
+        "efficiency_vs_call": 0.927,
+    }
+    res = result()
+    res["config"]["pgqueuer_batch"] = 10
+    text = report.table({**res, "dispatch": d})
+    assert re.search(
+        r"its provider calls \(sms_send_duration_seconds, accepted\) +mean 212 ms", text
+    )
+    assert "[211.2-214.1]" in text
+    assert "ceiling at that call 302/s; efficiency_vs_call 0.927" in text
+
+
+def test_sent_calls_sums_the_accepted_calls_of_every_provider() -> None:
+    """From a dispatcher's /metrics: seconds and count of accepted calls, other outcomes out."""
+    text = """# HELP sms_send_duration_seconds Duration of provider send calls, by outcome class.
+# TYPE sms_send_duration_seconds histogram
+sms_send_duration_seconds_bucket{le="+Inf",outcome="sent",provider="twilio"} 3.0
+sms_send_duration_seconds_count{outcome="sent",provider="twilio"} 3.0
+sms_send_duration_seconds_sum{outcome="sent",provider="twilio"} 0.6
+sms_send_duration_seconds_count{outcome="sent",provider="signalwire"} 1.0
+sms_send_duration_seconds_sum{outcome="sent",provider="signalwire"} 0.25
+sms_send_duration_seconds_count{outcome="retryable",provider="twilio"} 5.0
+sms_send_duration_seconds_sum{outcome="retryable",provider="twilio"} 9.0
+"""
+    seconds, calls = dispatch.sent_calls(text)
+    assert calls == 4 and seconds == pytest.approx(0.85)
