@@ -310,8 +310,8 @@ def _webhook_rows(w: dict[str, Any], t: dict[str, dict[str, Any]]) -> list[tuple
         (
             "",
             "",
-            f"runs' ratios: {w['dead_endpoint_latency_ratios']};"
-            f" medians divided: {w['medians_ratio']}",
+            f"pairs' ratios (taking turns at going first): {w['dead_endpoint_latency_ratios']};"
+            f" medians divided: {w['medians_ratio']}; p99: {w['dead_endpoint_p99_ratio']}",
         ),
     ]
     high = w.get("at_e2e_rate")

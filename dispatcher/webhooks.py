@@ -16,9 +16,10 @@ checks the address (no private, loopback or link-local one unless WEBHOOK_ALLOW_
 signs and sends, and `webhook_decision.decide` turns the answer into a value that one guarded
 statement writes. 410 disables the endpoint at once; an endpoint that has failed for
 WEBHOOK_RETRY_HOURS is disabled and the operator alerted, in the same transaction. A failed attempt
-parks its endpoint (its other deliveries wait for this one's retry: webhook_decision.park_until),
-and a success releases it. Successes, the common case, are written in groups
-(dispatcher/recorder.py: webhook_deliveries_delivered), one statement for many slots.
+parks its endpoint (its other deliveries wait for this one's retry, out of the outbox:
+webhook_decision and migration 0020), and a success releases it (`requeue` queues them again).
+Successes, the common case, are written in groups (dispatcher/recorder.py:
+webhook_deliveries_delivered), one statement for many slots.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class FanOut:
     deliveries: int = 0  # deliveries made (events x their endpoints)
     more: bool = False  # the last step filled its batch: events may still wait
     idle: bool = False  # the cursor was left alone: nothing to do, or another dispatcher has it
+    requeued: int = 0  # parked deliveries given their outbox rows again (migration 0020)
 
 
 # Events read per fan-out step (one statement, one transaction), and steps per `fan_out` call:
@@ -163,17 +165,24 @@ class WebhookWorker:
         deliver them all; `now` injects the database clock (the signing time stays the wall
         clock, which receivers check)."""
         stats = WebhookStats()
-        while (await self.fan_out()).more:
+        while (await self.fan_out(now=now)).more:
             pass
         works = await self.claim(self.settings.webhook_concurrency, now=now)
         stats.claimed = len(works)
         await asyncio.gather(*(self.deliver(w, stats, now=now) for w in works))
         return stats
 
-    async def fan_out(self, *, batch: int = FANOUT_BATCH, steps: int = FANOUT_STEPS) -> FanOut:
-        """Turn committed message events into deliveries, `batch` events a step (each its own
+    async def fan_out(
+        self,
+        *,
+        batch: int = FANOUT_BATCH,
+        steps: int = FANOUT_STEPS,
+        now: datetime | None = None,
+    ) -> FanOut:
+        """Queue again what endpoints no longer parked kept out of the outbox (`requeue`), then
+        turn committed message events into deliveries, `batch` events a step (each its own
         transaction), until a step finds fewer or `steps` ran; `more` says events may be left."""
-        done = FanOut()
+        done = FanOut(requeued=await self.requeue(now=now))
         for _ in range(steps):
             step = await self._tx(lambda conn: fan_out_step(conn, batch))
             done = FanOut(
@@ -182,10 +191,36 @@ class WebhookWorker:
                 deliveries=done.deliveries + step.deliveries,
                 more=step.more,
                 idle=step.idle,
+                requeued=done.requeued,
             )
             if not step.more:
                 break
         return done
+
+    async def requeue(self, *, now: datetime | None = None) -> int:
+        """Give outbox rows back to the pending deliveries that parked endpoints kept out of the
+        outbox (migration 0020), for every such endpoint no longer parked (`now` injects the
+        database clock); how many. Two statements in one transaction: the endpoints' marks are
+        taken off first, under their row locks, so the insert's later snapshot sees every
+        delivery left out before (webhook_deliveries_unpark says why)."""
+
+        async def body(conn: AsyncConnection[Any]) -> int:
+            cur = await conn.execute(q("webhook_deliveries_unpark"), {"now": now})
+            endpoints = [row[0] for row in await cur.fetchall()]
+            if not endpoints:
+                return 0
+            cur = await conn.execute(
+                q("webhook_deliveries_requeue"), {"now": now, "endpoints": endpoints}
+            )
+            return cur.rowcount
+
+        requeued = await self._tx(body)
+        if requeued:
+            log.info(
+                "parked webhook deliveries queued again",
+                extra={"action": "webhook_requeue", "count": requeued},
+            )
+        return requeued
 
     async def claim(self, limit: int, *, now: datetime | None = None) -> list[Delivery]:
         """Lease up to `limit` due deliveries (committed at once); they are held from here."""

@@ -436,8 +436,9 @@ def test_a_failing_endpoint_is_parked_behind_one_probe(
     wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
 ) -> None:
     """The first failed attempt parks the endpoint for an hour: its other deliveries, and one
-    made afterwards, wait; meanwhile nothing else is POSTed, at the retry only the probe is, and
-    a failing probe does not rewrite the parked backlog again."""
+    made afterwards, wait out of the outbox (migration 0020: only the probe is there); meanwhile
+    nothing else is POSTed, at the retry only the probe is, and a failing probe leaves the
+    parked backlog as it is."""
     key = api_key(db)
     secret = new_secret()
     endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503] * 5), secret)
@@ -463,14 +464,97 @@ def test_a_failing_endpoint_is_parked_behind_one_probe(
         )
         return [d["next_attempt_at"] - t0 for d in got]
 
-    assert due() == [timedelta(seconds=5)] + [hour] * 3
+    def backlog() -> dict[str, Any]:
+        (got,) = rows(
+            db,
+            "SELECT count(*) FILTER (WHERE d.state = 'pending') AS pending,"
+            " bool_and(w.parked_backlog) AS marked FROM sms_webhook_deliveries d"
+            " JOIN sms_webhook_endpoints w ON w.id = d.endpoint_id",
+        )
+        return got
+
+    assert due() == [timedelta(seconds=5)]
+    assert backlog() == {"pending": 4, "marked": True}
     stats = deliver(one, t0 + timedelta(seconds=1), t0 + timedelta(seconds=5), rand=lambda: 0.0)
     assert [s.outcomes for s in stats] == [{}, {"retry": 1}]
     assert len(receiver.at("/a")) == 2  # the probe, twice; the others never left
     # The probe's next retry (15 s) is answered long before the hour: nothing more is parked.
-    assert due() == [timedelta(seconds=15)] + [hour] * 3
+    assert due() == [timedelta(seconds=15)]
+    assert backlog() == {"pending": 4, "marked": True}
     (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
     assert ep["parked_until"] == t0 + hour
+
+
+def test_deliveries_in_flight_when_the_endpoint_parks_join_its_backlog(
+    wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
+) -> None:
+    """Of the deliveries in flight when an endpoint fails, the first failure's is the probe; the
+    others' retries join the parked backlog (out of the outbox) instead of each retrying on its
+    own, so a dead endpoint is probed once per backoff step, not once per delivery in flight."""
+    key = api_key(db)
+    secret = new_secret()
+    endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503] * 9), secret)
+    mid = send_as(db_url, key)
+    transition(db, mid, "pending", "queued")
+    transition(db, mid, "queued", "sent")
+    transition(db, mid, "sent", "delivered")
+    t0 = later(db)
+
+    async def go() -> tuple[WebhookStats, UUID]:
+        async with webhook_worker(wh_settings, rand=lambda: 0.0) as worker:
+            works = await worker.claim(3, now=t0)
+            assert len(works) == 3
+            stats = WebhookStats()
+            for work in works:  # all three in flight; they fail one after the other
+                await worker.deliver(work, stats, now=t0)
+            return stats, works[0].delivery_id
+
+    stats, first = asyncio.run(go())
+    assert stats.outcomes == {"retry": 3}
+    (ep,) = rows(
+        db,
+        "SELECT probe_delivery_id, parked_backlog FROM sms_webhook_endpoints WHERE id = %s",
+        endpoint,
+    )
+    assert ep == {"probe_delivery_id": first, "parked_backlog": True}
+    left = rows(
+        db,
+        "SELECT webhook_delivery_id, next_attempt_at FROM sms_outbox"
+        " WHERE kind = 'deliver_webhook'",
+    )
+    assert left == [{"webhook_delivery_id": first, "next_attempt_at": t0 + timedelta(seconds=5)}]
+    pending = rows(db, "SELECT attempts FROM sms_webhook_deliveries WHERE state = 'pending'")
+    assert [p["attempts"] for p in pending] == [1, 1, 1]
+    (again,) = deliver(wh_settings, t0 + timedelta(seconds=5), rand=lambda: 0.0)
+    assert again.outcomes == {"retry": 1}
+    assert len(receiver.at("/a")) == 4  # three in flight, then the probe alone
+
+
+def test_a_parked_backlog_comes_back_by_itself_when_the_parking_ends(
+    wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
+) -> None:
+    """A probe that is never answered (its dispatcher gone) does not strand the deliveries kept
+    out of the outbox: once parked_until has passed they are queued again, each once, and sent."""
+    key = api_key(db)
+    secret = new_secret()
+    endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503]), secret)
+    mid = send_as(db_url, key)
+    transition(db, mid, "pending", "queued")
+    transition(db, mid, "queued", "sent")
+    one = dataclasses.replace(wh_settings, webhook_concurrency=1)
+    t0 = later(db)
+    (first,) = deliver(one, t0, rand=lambda: 0.0)
+    assert first.outcomes == {"retry": 1}
+    # The probe is lost: its outbox row goes (as if given up), the endpoint stays parked.
+    db.execute("DELETE FROM sms_outbox WHERE kind = 'deliver_webhook'")
+    (still,) = deliver(one, t0 + timedelta(minutes=59))
+    assert still.claimed == 0
+    woke = t0 + timedelta(seconds=3601)
+    stats = deliver(wh_settings, woke, woke)
+    assert [s.outcomes for s in stats] == [{"delivered": 2}, {}]
+    assert types(receiver.at("/a")) == ["message.queued", "message.queued", "message.sent"]
+    (ep,) = rows(db, "SELECT parked_backlog FROM sms_webhook_endpoints WHERE id = %s", endpoint)
+    assert ep["parked_backlog"] is False
 
 
 def test_enabling_an_endpoint_again_unparks_it(

@@ -129,12 +129,26 @@ made AS (
     RETURNING id, endpoint_id
 ),
 queued AS (
-    -- Due at once, unless the endpoint is parked (failing): then when it wakes.
+    -- Due at once. A parked endpoint's (failing: migration 0020) get no outbox row: they wait in
+    -- sms_webhook_deliveries until webhook_deliveries_requeue, and `held` says so.
     INSERT INTO sms_outbox (kind, webhook_delivery_id, next_attempt_at)
-    SELECT 'deliver_webhook', made.id, greatest(now(), w.parked_until)
+    SELECT 'deliver_webhook', made.id, now()
     FROM made
     JOIN sms_webhook_endpoints w ON w.id = made.endpoint_id
+    WHERE w.parked_until IS NULL OR w.parked_until <= now()
     RETURNING id
+),
+held AS (
+    -- The endpoints whose deliveries `queued` left out (the same snapshot decides both), marked
+    -- by id alone: if a release committed since this statement's snapshot, the mark still goes
+    -- on, and webhook_deliveries_requeue then queues them.
+    UPDATE sms_webhook_endpoints w
+    SET parked_backlog = true
+    WHERE w.id IN (SELECT made.endpoint_id
+                   FROM made
+                   JOIN sms_webhook_endpoints p ON p.id = made.endpoint_id
+                   WHERE p.parked_until > now())
+    RETURNING w.id
 ),
 tail AS (
     SELECT b.xact, b.id FROM batch b ORDER BY b.xact DESC, b.id DESC LIMIT 1
@@ -159,7 +173,7 @@ moved AS (
 )
 SELECT (SELECT count(*) FROM mark) > 0 AS took_cursor,
        (SELECT count(*) FROM batch) AS events,
-       (SELECT count(*) FROM queued) AS deliveries;
+       (SELECT count(*) FROM made) AS deliveries;
 
 -- name: webhook_deliveries_claim
 -- Up to %(limit)s due deliveries (fresh, retry-due, or with an expired lease) for %(owner)s, with
@@ -213,16 +227,31 @@ ORDER BY c.id;
 -- failing): a busy endpoint, or a dead one with a deep backlog, is not one hot row that every
 -- settle of its deliveries rewrites and waits for.
 -- A delivery no longer pending (dropped by webhook_endpoints_disable meanwhile) keeps its state.
--- Parking (migration 0013): a retry parks the endpoint's other deliveries for %(park_seconds)s
--- (at least until %(answer_by)s, when this delivery's retry, the probe, has been answered); a
--- success releases them.
+-- Parking (migrations 0013 and 0020): a retry parks the endpoint's other deliveries for
+-- %(park_seconds)s (at least until %(answer_by)s, when this delivery's retry, the probe, has been
+-- answered), out of the outbox; a success releases them (webhook_deliveries_requeue queues them).
+-- One probe per endpoint (0020): a retry of a delivery that was in flight when another one's
+-- failure parked the endpoint joins the parked backlog (its outbox row goes, the delivery stays
+-- pending) instead of retrying on a schedule of its own.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
+),
+role AS MATERIALIZED (
+    -- Whether this retry joins the backlog: its endpoint is parked past this retry's answer by
+    -- another delivery's failure (probe_delivery_id; null when parked before migration 0020).
+    SELECT %(outcome)s::text = 'retry'
+           AND w.parked_until >= %(answer_by)s::timestamptz
+           AND w.probe_delivery_id IS NOT NULL AND w.probe_delivery_id <> d.id AS joins
+    FROM sms_outbox o
+    JOIN sms_webhook_deliveries d ON d.id = o.webhook_delivery_id
+    JOIN sms_webhook_endpoints w ON w.id = d.endpoint_id
+    WHERE o.id = %(id)s
 ),
 finished AS (
     DELETE FROM sms_outbox o
     WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
-      AND o.state = 'leased' AND %(outcome)s::text <> 'retry'
+      AND o.state = 'leased'
+      AND (%(outcome)s::text <> 'retry' OR coalesce((SELECT joins FROM role), false))
     RETURNING o.webhook_delivery_id AS id
 ),
 again AS (
@@ -233,6 +262,7 @@ again AS (
     FROM clock
     WHERE o.id = %(id)s AND o.attempts = %(attempt)s AND o.lease_owner = %(owner)s
       AND o.state = 'leased' AND %(outcome)s::text = 'retry'
+      AND NOT coalesce((SELECT joins FROM role), false)
     RETURNING o.webhook_delivery_id AS id
 ),
 ours AS (
@@ -269,6 +299,17 @@ health AS (
                                ELSE clock.now END,
         last_error = CASE WHEN %(outcome)s::text = 'delivered' THEN w.last_error
                           ELSE %(error)s END,
+        parked_backlog = w.parked_backlog
+                         OR coalesce((SELECT joins FROM role), false)
+                         OR (%(outcome)s::text = 'retry'
+                             AND (w.parked_until IS NULL
+                                  OR w.parked_until < %(answer_by)s::timestamptz)),
+        probe_delivery_id = CASE
+                                WHEN %(outcome)s::text = 'retry'
+                                     AND (w.parked_until IS NULL
+                                          OR w.parked_until < %(answer_by)s::timestamptz)
+                                THEN delivery.id
+                                ELSE w.probe_delivery_id END,
         parked_until = CASE
                            WHEN %(outcome)s::text = 'delivered' THEN NULL
                            WHEN %(outcome)s::text = 'retry'
@@ -288,7 +329,9 @@ health AS (
                     OR w.last_failure_at < clock.now - interval '1 second'
                     OR (%(outcome)s::text = 'retry'
                         AND (w.parked_until IS NULL
-                             OR w.parked_until < %(answer_by)s::timestamptz)) END
+                             OR w.parked_until < %(answer_by)s::timestamptz))
+                    -- A delivery that joined the backlog marks it, whenever (0020).
+                    OR coalesce((SELECT joins FROM role), false) END
     RETURNING w.id, w.failing_since, w.parked_until
 ),
 mover AS MATERIALIZED (
@@ -306,24 +349,32 @@ mover AS MATERIALIZED (
               WHEN 'delivered' THEN was.parked_until IS NOT NULL
               ELSE false END
 ),
+parked AS (
+    -- A retry that parks the endpoint takes its other ready deliveries that would come due before
+    -- this one's answer (this one is the probe) out of the outbox: they wait in
+    -- sms_webhook_deliveries (migration 0020; `health` set parked_backlog) until the endpoint is
+    -- no longer parked, and the SMS path's hot table does not carry a dead endpoint's backlog.
+    -- Only a settle that wrote the endpoint row does it, so settles of one endpoint take turns on
+    -- that row instead of reading the same backlog together, and once per %(park_seconds)s.
+    DELETE FROM sms_outbox o
+    USING mover m
+    JOIN sms_webhook_deliveries d ON d.endpoint_id = m.id AND d.state = 'pending'
+    WHERE %(outcome)s::text = 'retry'
+      AND o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
+      AND o.id <> %(id)s AND o.next_attempt_at < %(answer_by)s::timestamptz
+    RETURNING o.id
+),
 moved AS (
-    -- A retry parks the endpoint's other ready deliveries that would come due before this one's
-    -- answer (this one is the probe) until parked_until; a success releases every ready delivery
-    -- of a parked endpoint at once. Only a settle that wrote the endpoint row does it, so settles
-    -- of one endpoint take turns on that row instead of rewriting the same backlog together, and
-    -- a backlog is rewritten once per %(park_seconds)s, not once per probe.
+    -- A success releases a parked endpoint: outbox rows parked before migration 0020 (due at
+    -- parked_until) are due at once; webhook_deliveries_requeue queues the rest.
     UPDATE sms_outbox o
-    SET next_attempt_at = CASE WHEN %(outcome)s::text = 'retry' THEN m.parked_until
-                               ELSE clock.now END,
-        updated_at = clock.now
+    SET next_attempt_at = clock.now, updated_at = clock.now
     FROM mover m
     JOIN sms_webhook_deliveries d ON d.endpoint_id = m.id AND d.state = 'pending'
     CROSS JOIN clock
-    WHERE o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
-      AND o.id <> %(id)s
-      AND CASE %(outcome)s::text
-              WHEN 'retry' THEN o.next_attempt_at < %(answer_by)s::timestamptz
-              ELSE o.next_attempt_at > clock.now END
+    WHERE %(outcome)s::text = 'delivered'
+      AND o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
+      AND o.id <> %(id)s AND o.next_attempt_at > clock.now
     RETURNING o.id
 )
 SELECT o.id AS delivery_id, d.endpoint_id, h.failing_since, (SELECT now FROM clock) AS now
@@ -391,6 +442,35 @@ moved AS (
 )
 SELECT f.id
 FROM finished f;
+
+-- name: webhook_deliveries_unpark
+-- The first of the two statements of webhook_deliveries_requeue's transaction: the enabled
+-- endpoints whose parked deliveries wait without outbox rows (parked_backlog, migration 0020) and
+-- that are no longer parked (a probe's success cleared parked_until, or it has passed), their
+-- mark taken off. The row locks it takes come first, so the next statement, whose snapshot is
+-- later, sees every delivery left out by a statement that marked one of these endpoints before
+-- (it held the same row until it committed); one that marks it later waits for this transaction
+-- and marks it again.
+UPDATE sms_webhook_endpoints w
+SET parked_backlog = false
+WHERE w.parked_backlog AND w.enabled
+  AND (w.parked_until IS NULL OR w.parked_until <= coalesce(%(now)s::timestamptz, now()))
+RETURNING w.id;
+
+-- name: webhook_deliveries_requeue
+-- The pending deliveries of %(endpoints)s (webhook_deliveries_unpark's, same transaction) that
+-- have no outbox row get one, due now, oldest first: the backlog a parked endpoint kept out of
+-- the outbox. A delivery in flight has its row already; ON CONFLICT keeps any other writer of a
+-- row for the same delivery (a replay) from failing this. Reads
+-- sms_webhook_deliveries_pending_idx and the outbox's unique webhook_delivery_id.
+INSERT INTO sms_outbox (kind, webhook_delivery_id, next_attempt_at)
+SELECT 'deliver_webhook', d.id, coalesce(%(now)s::timestamptz, now())
+FROM sms_webhook_deliveries d
+WHERE d.endpoint_id = ANY (%(endpoints)s::bigint[]) AND d.state = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM sms_outbox o WHERE o.webhook_delivery_id = d.id)
+ORDER BY d.endpoint_id, d.created_at
+ON CONFLICT (webhook_delivery_id) DO NOTHING
+RETURNING id;
 
 -- name: webhook_deliveries_release
 -- Graceful stop: claimed deliveries not settled go back, due at once, their attempt returned.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench import dispatch, enqueue, report
+from bench import dispatch, enqueue, report, webhooks
 
 
 @pytest.mark.parametrize(
@@ -175,3 +175,15 @@ sms_send_duration_seconds_sum{outcome="retryable",provider="twilio"} 9.0
 """
     seconds, calls = dispatch.sent_calls(text)
     assert calls == 4 and seconds == pytest.approx(0.85)
+
+
+def test_the_dead_endpoint_comparison_takes_turns_at_going_first() -> None:
+    """Pairs alternate which side runs first, and the comparison with a goal has an even number
+    of pairs, at least six: each side goes first as often as the other."""
+    assert [webhooks.run_order(r) for r in range(4)] == [
+        ("none", "dead"),
+        ("dead", "none"),
+        ("none", "dead"),
+        ("dead", "none"),
+    ]
+    assert [webhooks.latency_pairs(runs) for runs in (1, 3, 6, 7, 8)] == [6, 6, 6, 8, 8]
