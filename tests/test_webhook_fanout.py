@@ -357,6 +357,30 @@ def test_a_step_reads_no_history_behind_the_cursor(
     assert made(db) == ["message.sent"]
 
 
+def test_a_catch_up_reads_no_history_before_the_endpoints_position(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """An endpoint behind the fan-out (migration 0021) catches up from its own position: with
+    20,000 events before it, its catch-up (generic plan) filters none of them row by row, and
+    makes the one event past it."""
+    mid = history_behind_the_cursor(db, db_url)
+    db.execute(
+        "UPDATE sms_webhook_endpoints SET behind_xact = f.xact, behind_event_id = f.event_id"
+        " FROM sms_webhook_fanout f"
+    )
+    record(db, mid, "queued", "sent")
+    db.execute("SET plan_cache_mode = force_generic_plan")
+    sql = q("webhook_deliveries_catch_up").replace("%(limit)s", "$1")
+    db.execute(f"PREPARE catch(int) AS {sql}")
+    with db.transaction(force_rollback=True):
+        assert db.execute(q("webhook_deliveries_mark")).fetchone() is not None
+        db.execute(q("webhook_deliveries_fan_out"), {"limit": 500})  # the cursor passes it
+        [[plan]] = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE catch(100)").fetchone()
+    assert filtered(plan["Plan"]) < 100
+    assert fan_out(db) == 1
+    assert made(db) == ["message.sent"]
+
+
 def test_the_fan_out_lag_reads_no_history_behind_the_cursor(
     db: psycopg.Connection[Any], db_url: str
 ) -> None:
