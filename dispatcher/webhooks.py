@@ -499,13 +499,16 @@ async def fan_out_step(conn: AsyncConnection[Any], batch: int = FANOUT_BATCH) ->
     (webhook_deliveries_catch_up, migration 0021). Separate statements, so the two that read the
     endpoints start after the lock was taken."""
     cur = await conn.execute(q("webhook_deliveries_mark"))
-    if await cur.fetchone() is None:
+    mark = await cur.fetchone()
+    if mark is None:
         return FanOut(steps=1, idle=True)
+    behind: dict[str, Any] | None = {"events": 0, "deliveries": 0}
     async with conn.cursor(row_factory=dict_row) as dcur:
         await dcur.execute(q("webhook_deliveries_fan_out"), {"limit": batch})
         shared = await dcur.fetchone()
-        await dcur.execute(q("webhook_deliveries_catch_up"), {"limit": batch})
-        behind = await dcur.fetchone()
+        if mark[1]:  # an endpoint is to catch up
+            await dcur.execute(q("webhook_deliveries_catch_up"), {"limit": batch})
+            behind = await dcur.fetchone()
     assert shared is not None and behind is not None  # each always answers one row
     return FanOut(
         steps=1,

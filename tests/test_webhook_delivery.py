@@ -537,7 +537,7 @@ def test_a_parked_endpoint_falls_behind_and_catches_up_when_released(
 ) -> None:
     """While an endpoint is parked the fan-out makes no delivery for it (migration 0021): it
     falls behind, and the key's other endpoint keeps getting its events. Once its probe
-    succeeds it catches up by itself: every event it missed, in order, once, and only its key's;
+    succeeds it catches up by itself: every event it missed, once, and only its key's;
     then it follows the fan-out again."""
     key, other = api_key(db, "mine"), api_key(db, "theirs")
     sa, sb, sc = new_secret(), new_secret(), new_secret()
@@ -574,13 +574,12 @@ def test_a_parked_endpoint_falls_behind_and_catches_up_when_released(
         {"delivered": 2},  # /a caught up: its key's two events it missed
         {},
     ]
-    assert types(receiver.at("/a")) == [
-        "message.queued",
-        "message.queued",
-        "message.sent",
-        "message.delivered",
-    ]
-    assert types(receiver.at("/b")) == ["message.queued", "message.sent", "message.delivered"]
+    # What one iteration delivers goes out side by side, in any order.
+    got_a, got_b = types(receiver.at("/a")), types(receiver.at("/b"))
+    assert got_a[:2] == ["message.queued", "message.queued"]  # failed, then the probe
+    assert sorted(got_a[2:]) == ["message.delivered", "message.sent"]
+    assert got_b[0] == "message.queued"
+    assert sorted(got_b[1:]) == ["message.delivered", "message.sent"]
     assert types(receiver.at("/c")) == ["message.queued"]
     assert endpoint_a() == {"behind": False, "seen": False, "deliveries": 3}
     transition(db, mine, "delivered", "read")  # following the fan-out again
@@ -635,12 +634,9 @@ def test_events_an_endpoint_missed_while_behind_are_failed_when_it_is_disabled(
     assert len(replayed) == 3
     (again,) = deliver(wh_settings, t0 + timedelta(seconds=6))
     assert again.outcomes == {"delivered": 3}
-    assert types(receiver.at("/a")) == [
-        "message.queued",
-        "message.queued",
-        "message.sent",
-        "message.delivered",
-    ]
+    first_try, *replays = types(receiver.at("/a"))  # the replays go out side by side
+    assert first_try == "message.queued"
+    assert sorted(replays) == ["message.delivered", "message.queued", "message.sent"]
 
 
 def test_a_parked_backlog_comes_back_by_itself_when_the_parking_ends(

@@ -43,10 +43,13 @@ def fan_out_step(conn: psycopg.Connection[Any], batch: int = 500) -> tuple[bool,
     transaction of its own on an autocommit `conn`, else in `conn`'s open one (left open, with
     the cursor's lock). (took the cursor, events read, deliveries made)."""
     with conn.transaction() if conn.autocommit else contextlib.nullcontext():
-        if conn.execute(q("webhook_deliveries_mark")).fetchone() is None:
+        mark = conn.execute(q("webhook_deliveries_mark")).fetchone()
+        if mark is None:
             return False, 0, 0
         shared = conn.execute(q("webhook_deliveries_fan_out"), {"limit": batch}).fetchone()
-        behind = conn.execute(q("webhook_deliveries_catch_up"), {"limit": batch}).fetchone()
+        behind = (None, 0, 0)
+        if mark[1]:
+            behind = conn.execute(q("webhook_deliveries_catch_up"), {"limit": batch}).fetchone()
     assert shared is not None and behind is not None
     return True, int(shared[0]) + int(behind[1]), int(shared[1]) + int(behind[2])
 

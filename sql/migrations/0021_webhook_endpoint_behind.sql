@@ -50,6 +50,45 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION sms_webhook_message_body(text, timestamptz, text, text, sms_messages) IS 'The body of a message webhook (DESIGN section 13): type, timestamp (the event''s), and the message''s fields as they are now, with the event''s status and previous_status.';
 
+-- The webhook-worthy events past (after_xact, after_id) up to (upto_xact, upto_id), at most
+-- max_events of them (null: all), in fan-out order, each with the webhook type it becomes and
+-- whether it becomes one (`webhook`: a cancel whose transaction also wrote the transition is the
+-- same event twice): what an endpoint's catch-up reads, and its disable while behind fails. The
+-- WHERE repeats sms_message_events_fanout_idx's predicate word for word, so the range is read
+-- from that index. One SELECT, so PostgreSQL inlines it into the calling query. The shared
+-- fan-out (webhook_deliveries_fan_out) reads its events inline, with its bound at xmin.
+CREATE FUNCTION sms_webhook_events_between(after_xact xid8, after_id bigint, upto_xact xid8,
+                                           upto_id bigint, max_events bigint)
+RETURNS TABLE (id bigint, xact xid8, message_id uuid, occurred_at timestamptz, type text,
+               status text, previous_status text, webhook boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT b.id, b.xact, b.message_id, b.occurred_at,
+           CASE b.event_type WHEN 'received' THEN 'message.received'
+                             ELSE 'message.' || b.to_status END,
+           b.to_status, b.from_status,
+           b.event_type <> 'canceled'
+           OR (b.to_status = 'canceled'
+               AND NOT EXISTS (SELECT 1 FROM sms_message_events t
+                               WHERE t.message_id = b.message_id AND t.xact = b.xact
+                                 AND t.event_type = 'transition' AND t.to_status = 'canceled'
+                               OFFSET 0))
+    FROM (
+        SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status,
+               e.occurred_at
+        FROM sms_message_events e
+        WHERE (e.xact, e.id) > (after_xact, after_id)
+          AND (e.xact, e.id) <= (upto_xact, upto_id)
+          AND e.xact IS NOT NULL AND e.message_id IS NOT NULL
+          AND (e.event_type = 'received'
+               OR (e.event_type IN ('transition', 'canceled')
+                   AND e.to_status IN ('queued', 'sent', 'delivered', 'undelivered', 'failed',
+                                       'expired', 'canceled', 'read')))
+        ORDER BY e.xact, e.id
+        LIMIT max_events
+    ) b
+$$;
+COMMENT ON FUNCTION sms_webhook_events_between(xid8, bigint, xid8, bigint, bigint) IS 'The webhook-worthy message events in a range of the fan-out''s order (xact, id), at most max_events (null: all), with the webhook type each becomes and whether it becomes one; what a webhook endpoint behind the fan-out catches up on (migration 0021).';
+
 -- The health view of 0018, plus how far behind an endpoint is (behind_seconds: the age of the
 -- first event past its position, any key's; null when it follows the shared fan-out). Its missed
 -- events are not pending deliveries yet, so `pending` does not count them.

@@ -13,12 +13,13 @@
 -- behind it, parked) and a committed event waiting past the cursor; an endpoint to catch up
 -- (behind and no longer parked); or, at most once a second, the cursor to move up to xmin (no
 -- endpoint wants the events). No row: there
--- is nothing to do, or another dispatcher is fanning out. The statements that follow in the same
+-- is nothing to do, or another dispatcher is fanning out; `behind` says whether an endpoint is
+-- to catch up (else the step skips webhook_deliveries_catch_up). The statements that follow in the same
 -- transaction (webhook_deliveries_fan_out, webhook_deliveries_catch_up) start after the lock was
 -- taken, so they read every endpoint as the previous holder of the lock left it. "Waiting" is the
 -- first such event in index order, not an EXISTS: PostgreSQL drops an EXISTS' ORDER BY and LIMIT,
 -- and may then scan the day's partition from its start for a match that sits at its end.
-SELECT f.xact
+SELECT f.xact, s.behind
 FROM sms_webhook_fanout f
 CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
                    EXISTS (SELECT 1 FROM sms_webhook_endpoints w
@@ -197,37 +198,11 @@ ep AS MATERIALIZED (
     FOR NO KEY UPDATE OF w
 ),
 batch AS MATERIALIZED (
-    SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status, e.occurred_at
+    SELECT e.*
     FROM ep
     CROSS JOIN cursor_at c
-    CROSS JOIN LATERAL (
-        SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status,
-               e.occurred_at
-        FROM sms_message_events e
-        WHERE (e.xact, e.id) > (ep.behind_xact, ep.behind_event_id)
-          AND (e.xact, e.id) <= (c.xact, c.event_id)
-          AND e.xact IS NOT NULL AND e.message_id IS NOT NULL
-          AND (e.event_type = 'received'
-               OR (e.event_type IN ('transition', 'canceled')
-                   AND e.to_status IN ('queued', 'sent', 'delivered', 'undelivered', 'failed',
-                                       'expired', 'canceled', 'read')))
-        ORDER BY e.xact, e.id
-        LIMIT %(limit)s
-    ) e
-),
-events AS (
-    -- As webhook_deliveries_fan_out's.
-    SELECT b.id, b.message_id, b.occurred_at, b.from_status AS previous_status,
-           b.to_status AS status,
-           CASE b.event_type WHEN 'received' THEN 'message.received'
-                             ELSE 'message.' || b.to_status END AS type
-    FROM batch b
-    WHERE b.event_type <> 'canceled'
-       OR (b.to_status = 'canceled'
-           AND NOT EXISTS (SELECT 1 FROM sms_message_events t
-                           WHERE t.message_id = b.message_id AND t.xact = b.xact
-                             AND t.event_type = 'transition' AND t.to_status = 'canceled'
-                           OFFSET 0))
+    CROSS JOIN LATERAL sms_webhook_events_between(ep.behind_xact, ep.behind_event_id,
+                                                  c.xact, c.event_id, %(limit)s) e
 ),
 made AS (
     INSERT INTO sms_webhook_deliveries
@@ -235,12 +210,13 @@ made AS (
     SELECT ep.id, ev.type, (m.r).id,
            sms_webhook_message_body(ev.type, ev.occurred_at, ev.status, ev.previous_status, m.r),
            ev.occurred_at
-    FROM events ev
+    FROM batch ev
     CROSS JOIN ep
     CROSS JOIN LATERAL (
         SELECT m AS r FROM sms_messages m WHERE m.id = ev.message_id OFFSET 0
     ) m
-    WHERE (m.r).api_key_id = ep.api_key_id AND (ep.events = '{}' OR ev.type = ANY (ep.events))
+    WHERE ev.webhook AND (m.r).api_key_id = ep.api_key_id
+      AND (ep.events = '{}' OR ev.type = ANY (ep.events))
     ORDER BY ev.id
     RETURNING id
 ),

@@ -29,36 +29,13 @@ off AS (
 ),
 missed AS (
     -- The events of webhook_deliveries_catch_up, all at once, failed.
-    SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status, e.occurred_at
+    SELECT e.*
     FROM was ep
     JOIN off ON off.id = ep.id
     CROSS JOIN sms_webhook_fanout c
-    CROSS JOIN LATERAL (
-        SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status,
-               e.occurred_at
-        FROM sms_message_events e
-        WHERE (e.xact, e.id) > (ep.behind_xact, ep.behind_event_id)
-          AND (e.xact, e.id) <= (c.xact, c.event_id)
-          AND e.xact IS NOT NULL AND e.message_id IS NOT NULL
-          AND (e.event_type = 'received'
-               OR (e.event_type IN ('transition', 'canceled')
-                   AND e.to_status IN ('queued', 'sent', 'delivered', 'undelivered', 'failed',
-                                       'expired', 'canceled', 'read')))
-    ) e
-    WHERE c.id AND ep.behind_xact IS NOT NULL
-),
-missed_events AS (
-    SELECT b.id, b.message_id, b.occurred_at, b.from_status AS previous_status,
-           b.to_status AS status,
-           CASE b.event_type WHEN 'received' THEN 'message.received'
-                             ELSE 'message.' || b.to_status END AS type
-    FROM missed b
-    WHERE b.event_type <> 'canceled'
-       OR (b.to_status = 'canceled'
-           AND NOT EXISTS (SELECT 1 FROM sms_message_events t
-                           WHERE t.message_id = b.message_id AND t.xact = b.xact
-                             AND t.event_type = 'transition' AND t.to_status = 'canceled'
-                           OFFSET 0))
+    CROSS JOIN LATERAL sms_webhook_events_between(ep.behind_xact, ep.behind_event_id,
+                                                  c.xact, c.event_id, NULL) e
+    WHERE c.id AND ep.behind_xact IS NOT NULL AND e.webhook
 ),
 missed_made AS (
     INSERT INTO sms_webhook_deliveries
@@ -66,7 +43,7 @@ missed_made AS (
     SELECT ep.id, ev.type, (m.r).id,
            sms_webhook_message_body(ev.type, ev.occurred_at, ev.status, ev.previous_status, m.r),
            ev.occurred_at, 'failed', 'endpoint disabled: ' || %(reason)s::text
-    FROM missed_events ev
+    FROM missed ev
     CROSS JOIN was ep
     CROSS JOIN LATERAL (
         SELECT m AS r FROM sms_messages m WHERE m.id = ev.message_id OFFSET 0
