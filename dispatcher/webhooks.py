@@ -435,6 +435,9 @@ class WebhookWorker:
     ) -> dict[str, Any] | None:
         """Disable the endpoint of `work` and drop its pending deliveries; None when it was
         disabled already."""
+        await conn.execute(
+            q("webhook_endpoints_lock_fanout")
+        )  # the endpoint's position holds still
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 q("webhook_endpoints_disable"),
@@ -489,18 +492,29 @@ class WebhookWorker:
 
 
 async def fan_out_step(conn: AsyncConnection[Any], batch: int = FANOUT_BATCH) -> FanOut:
-    """One fan-out step on `conn` (webhook_deliveries_fan_out; the caller's transaction): up to
-    `batch` committed events become deliveries and the cursor moves past them."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("webhook_deliveries_fan_out"), {"limit": batch})
-        row = await cur.fetchone()
-    assert row is not None  # the statement always answers one row
+    """One fan-out step on `conn` (the caller's transaction): the cursor locked when there is
+    something to do (webhook_deliveries_mark), then up to `batch` committed events become deliveries
+    for the endpoints that follow the shared fan-out and the cursor moves past them
+    (webhook_deliveries_fan_out), then one endpoint behind it catches up by up to `batch` events
+    (webhook_deliveries_catch_up, migration 0021). Separate statements, so the two that read the
+    endpoints start after the lock was taken."""
+    cur = await conn.execute(q("webhook_deliveries_mark"))
+    mark = await cur.fetchone()
+    if mark is None:
+        return FanOut(steps=1, idle=True)
+    behind: dict[str, Any] | None = {"events": 0, "deliveries": 0}
+    async with conn.cursor(row_factory=dict_row) as dcur:
+        await dcur.execute(q("webhook_deliveries_fan_out"), {"limit": batch})
+        shared = await dcur.fetchone()
+        if mark[1]:  # an endpoint is to catch up
+            await dcur.execute(q("webhook_deliveries_catch_up"), {"limit": batch})
+            behind = await dcur.fetchone()
+    assert shared is not None and behind is not None  # each always answers one row
     return FanOut(
         steps=1,
-        events=int(row["events"]),
-        deliveries=int(row["deliveries"]),
-        more=int(row["events"]) >= batch,
-        idle=not row["took_cursor"],
+        events=int(shared["events"]) + int(behind["events"]),
+        deliveries=int(shared["deliveries"]) + int(behind["deliveries"]),
+        more=int(shared["events"]) >= batch or int(behind["events"]) >= batch,
     )
 
 

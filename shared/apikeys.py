@@ -207,7 +207,10 @@ async def revoke_key(conn: AsyncConnection[Any], key_id: int) -> bool:
         row = await cur.fetchone()
         if row is not None:
             hooks = await conn.execute(q("webhook_endpoints_of_key"), {"api_key_id": key_id})
-            for (endpoint_id,) in await hooks.fetchall():
+            endpoints = await hooks.fetchall()
+            if endpoints:  # their positions behind the fan-out hold still (migration 0021)
+                await conn.execute(q("webhook_endpoints_lock_fanout"))
+            for (endpoint_id,) in endpoints:
                 await conn.execute(
                     q("webhook_endpoints_disable"),
                     {"now": None, "endpoint_id": endpoint_id, "reason": "API key revoked"},

@@ -27,6 +27,7 @@ from dispatcher import webhook_loop
 from dispatcher.webhook_http import session as webhook_session
 from dispatcher.webhook_loop import WebhookLoop
 from dispatcher.webhooks import WebhookStats, WebhookWorker
+from shared.apikeys import revoke_key
 from shared.config import Settings
 from shared.db import open_pool
 from shared.inbound import receive
@@ -435,10 +436,11 @@ def test_three_days_of_failure_fail_the_delivery_disable_the_endpoint_and_alert(
 def test_a_failing_endpoint_is_parked_behind_one_probe(
     wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
 ) -> None:
-    """The first failed attempt parks the endpoint for an hour: its other deliveries, and one
-    made afterwards, wait out of the outbox (migration 0020: only the probe is there); meanwhile
-    nothing else is POSTed, at the retry only the probe is, and a failing probe leaves the
-    parked backlog as it is."""
+    """The first failed attempt parks the endpoint for an hour: its other deliveries wait out of
+    the outbox (migration 0020: only the probe is there), and an event after it is not made into
+    a delivery at all (0021: the endpoint falls behind the fan-out); meanwhile nothing else is
+    POSTed, at the retry only the probe is, and a failing probe leaves the parked backlog as it
+    is."""
     key = api_key(db)
     secret = new_secret()
     endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503] * 5), secret)
@@ -468,19 +470,19 @@ def test_a_failing_endpoint_is_parked_behind_one_probe(
         (got,) = rows(
             db,
             "SELECT count(*) FILTER (WHERE d.state = 'pending') AS pending,"
-            " bool_and(w.parked_backlog) AS marked FROM sms_webhook_deliveries d"
-            " JOIN sms_webhook_endpoints w ON w.id = d.endpoint_id",
+            " bool_and(w.parked_backlog) AS marked, bool_and(w.behind_xact IS NOT NULL) AS behind"
+            " FROM sms_webhook_deliveries d JOIN sms_webhook_endpoints w ON w.id = d.endpoint_id",
         )
         return got
 
     assert due() == [timedelta(seconds=5)]
-    assert backlog() == {"pending": 4, "marked": True}
+    assert backlog() == {"pending": 3, "marked": True, "behind": True}
     stats = deliver(one, t0 + timedelta(seconds=1), t0 + timedelta(seconds=5), rand=lambda: 0.0)
     assert [s.outcomes for s in stats] == [{}, {"retry": 1}]
     assert len(receiver.at("/a")) == 2  # the probe, twice; the others never left
     # The probe's next retry (15 s) is answered long before the hour: nothing more is parked.
     assert due() == [timedelta(seconds=15)]
-    assert backlog() == {"pending": 4, "marked": True}
+    assert backlog() == {"pending": 3, "marked": True, "behind": True}
     (ep,) = rows(db, "SELECT parked_until FROM sms_webhook_endpoints WHERE id = %s", endpoint)
     assert ep["parked_until"] == t0 + hour
 
@@ -528,6 +530,113 @@ def test_deliveries_in_flight_when_the_endpoint_parks_join_its_backlog(
     (again,) = deliver(wh_settings, t0 + timedelta(seconds=5), rand=lambda: 0.0)
     assert again.outcomes == {"retry": 1}
     assert len(receiver.at("/a")) == 4  # three in flight, then the probe alone
+
+
+def test_a_parked_endpoint_falls_behind_and_catches_up_when_released(
+    wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
+) -> None:
+    """While an endpoint is parked the fan-out makes no delivery for it (migration 0021): it
+    falls behind, and the key's other endpoint keeps getting its events. Once its probe
+    succeeds it catches up by itself: every event it missed, once, and only its key's;
+    then it follows the fan-out again."""
+    key, other = api_key(db, "mine"), api_key(db, "theirs")
+    sa, sb, sc = new_secret(), new_secret(), new_secret()
+    a = add_endpoint(db, key, receiver.endpoint("/a", sa, answers=[503]), sa)
+    add_endpoint(db, key, receiver.endpoint("/b", sb), sb)
+    add_endpoint(db, other, receiver.endpoint("/c", sc), sc)
+    mine = send_as(db_url, key)
+    transition(db, mine, "pending", "queued")
+    t0 = later(db)
+    (first,) = deliver(wh_settings, t0, rand=lambda: 0.0)
+    assert first.outcomes == {"retry": 1, "delivered": 1}  # /a failed and is parked
+    transition(db, mine, "queued", "sent")
+    theirs = send_as(db_url, other)
+    transition(db, theirs, "pending", "queued")
+    transition(db, mine, "sent", "delivered")
+
+    def endpoint_a() -> dict[str, Any]:
+        (got,) = rows(
+            db,
+            "SELECT w.behind_xact IS NOT NULL AS behind, h.behind_seconds IS NOT NULL AS seen,"
+            " (SELECT count(*) FROM sms_webhook_deliveries d WHERE d.endpoint_id = w.id)"
+            " AS deliveries"
+            " FROM sms_webhook_endpoints w JOIN sms_webhook_health h ON h.endpoint_id = w.id"
+            " WHERE w.id = %s",
+            a,
+        )
+        return got
+
+    assert endpoint_a() == {"behind": True, "seen": True, "deliveries": 1}  # the probe alone
+    at = t0 + timedelta(seconds=6)
+    stats = deliver(wh_settings, at, at, at, rand=lambda: 0.0)
+    assert [s.outcomes for s in stats] == [
+        {"delivered": 4},  # /a's probe, and /b's and /c's new events
+        {"delivered": 2},  # /a caught up: its key's two events it missed
+        {},
+    ]
+    # What one iteration delivers goes out side by side, in any order.
+    got_a, got_b = types(receiver.at("/a")), types(receiver.at("/b"))
+    assert got_a[:2] == ["message.queued", "message.queued"]  # failed, then the probe
+    assert sorted(got_a[2:]) == ["message.delivered", "message.sent"]
+    assert got_b[0] == "message.queued"
+    assert sorted(got_b[1:]) == ["message.delivered", "message.sent"]
+    assert types(receiver.at("/c")) == ["message.queued"]
+    assert endpoint_a() == {"behind": False, "seen": False, "deliveries": 3}
+    transition(db, mine, "delivered", "read")  # following the fan-out again
+    (last,) = deliver(wh_settings, at)
+    assert last.outcomes == {"delivered": 2}
+    assert types(receiver.at("/a"))[-1] == "message.read"
+
+
+def test_events_an_endpoint_missed_while_behind_are_failed_when_it_is_disabled(
+    wh_settings: Settings, db: psycopg.Connection[Any], db_url: str, receiver: Receiver
+) -> None:
+    """Disabled while behind the fan-out (here: its key revoked), an endpoint gets the events it
+    missed as failed deliveries, as its pending ones are dropped, so that after it is enabled
+    again `replay --since` sends them all."""
+    key = api_key(db)
+    secret = new_secret()
+    endpoint = add_endpoint(db, key, receiver.endpoint("/a", secret, answers=[503]), secret)
+    mid = send_as(db_url, key)
+    transition(db, mid, "pending", "queued")
+    t0 = later(db)
+    (first,) = deliver(wh_settings, t0, rand=lambda: 0.0)
+    assert first.outcomes == {"retry": 1}
+    transition(db, mid, "queued", "sent")  # /a falls behind here
+    record(db, mid, "sent", "delivered")
+    # With no endpoint following the fan-out, its cursor moves on at most once a second.
+    db.execute("UPDATE sms_webhook_fanout SET updated_at = now() - interval '1 minute'")
+    fan_out(db)
+
+    async def revoke() -> bool:
+        async with await AsyncConnection.connect(db_url) as conn:
+            return await revoke_key(conn, key)
+
+    assert asyncio.run(revoke())
+    got = rows(
+        db,
+        "SELECT event_type, state, last_error FROM sms_webhook_deliveries ORDER BY occurred_at",
+    )
+    assert [(d["event_type"], d["state"]) for d in got] == [
+        ("message.queued", "failed"),
+        ("message.sent", "failed"),
+        ("message.delivered", "failed"),
+    ]
+    assert all(d["last_error"] == "endpoint disabled: API key revoked" for d in got)
+    (ep,) = rows(db, "SELECT behind_xact FROM sms_webhook_endpoints WHERE id = %s", endpoint)
+    assert ep["behind_xact"] is None
+    db.execute("UPDATE sms_api_keys SET revoked_at = NULL WHERE id = %s", (key,))
+    db.execute(q("webhook_endpoints_enable"), {"id": endpoint, "owner": None})
+    replayed = db.execute(
+        q("webhook_deliveries_replay"),
+        {"endpoint_id": endpoint, "since": t0 - HOUR, "delivered": False},
+    ).fetchall()
+    assert len(replayed) == 3
+    (again,) = deliver(wh_settings, t0 + timedelta(seconds=6))
+    assert again.outcomes == {"delivered": 3}
+    first_try, *replays = types(receiver.at("/a"))  # the replays go out side by side
+    assert first_try == "message.queued"
+    assert sorted(replays) == ["message.delivered", "message.queued", "message.sent"]
 
 
 def test_a_parked_backlog_comes_back_by_itself_when_the_parking_ends(

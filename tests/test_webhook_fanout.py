@@ -22,7 +22,7 @@ from shared.queries import q
 from shared.status import apply_update
 from shared.webhook_signing import new_secret
 from tests.dispatch_support import ensure_sender
-from tests.webhook_support import fan_out
+from tests.webhook_support import fan_out, fan_out_step
 
 SENDER = "+15005550006"
 # Never contacted: these tests stop at the deliveries and their outbox rows.
@@ -187,7 +187,7 @@ def test_a_step_reads_at_most_its_batch_and_the_next_goes_on_from_there(
         " VALUES (%s, 'received', 'received')",
         (mid,),
     )
-    row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 2}).fetchone()
+    row = fan_out_step(db, 2)
     assert row == (True, 2, 2)
     assert made(db) == ["message.queued", "message.sent"]
 
@@ -226,16 +226,16 @@ def test_without_an_enabled_endpoint_the_cursor_only_moves(
     record(db, mid, "pending", "queued")
     db.execute("UPDATE sms_webhook_fanout SET updated_at = now() - interval '1 minute'")
     before = cursor(db)
-    row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
+    row = fan_out_step(db)
     assert row == (True, 0, 0)
     moved = cursor(db)
     assert moved > before
     record(db, mid, "queued", "sent")  # the cursor moved just now: this one waits a second
-    row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
+    row = fan_out_step(db)
     assert row == (False, 0, 0)
     assert cursor(db) == moved
     db.execute("UPDATE sms_webhook_fanout SET updated_at = now() - interval '1 minute'")
-    assert db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone() == (True, 0, 0)
+    assert fan_out_step(db) == (True, 0, 0)
     db.execute(
         "INSERT INTO sms_webhook_endpoints (api_key_id, url, secret) VALUES (%s, %s, %s)",
         (key, URL, new_secret()),
@@ -253,9 +253,9 @@ def test_a_step_that_finds_the_cursor_locked_leaves_it_to_the_other(
     mid = message(db, db_url, key_with_endpoint(db))
     record(db, mid, "pending", "queued")
     with psycopg.connect(db_url) as other:
-        held = other.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
+        held = fan_out_step(other)
         assert held == (True, 1, 1)
-        assert db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone() == (
+        assert fan_out_step(db) == (
             False,
             0,
             0,
@@ -306,7 +306,7 @@ def test_a_step_with_nothing_to_do_writes_nothing(db: psycopg.Connection[Any], d
     record(db, mid, "pending", "queued")
     assert fan_out(db) == 1
     before = db.execute("SELECT xmin::text, xmax::text FROM sms_webhook_fanout").fetchone()
-    row = db.execute(q("webhook_deliveries_fan_out"), {"limit": 500}).fetchone()
+    row = fan_out_step(db)
     assert row == (False, 0, 0)
     assert db.execute("SELECT xmin::text, xmax::text FROM sms_webhook_fanout").fetchone() == before
 
@@ -353,6 +353,30 @@ def test_a_step_reads_no_history_behind_the_cursor(
         [[plan]] = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE fan(100)").fetchone()
     assert filtered(plan["Plan"]) < 100
     # That step was rolled back; the next makes the one event past the cursor, and no history.
+    assert fan_out(db) == 1
+    assert made(db) == ["message.sent"]
+
+
+def test_a_catch_up_reads_no_history_before_the_endpoints_position(
+    db: psycopg.Connection[Any], db_url: str
+) -> None:
+    """An endpoint behind the fan-out (migration 0021) catches up from its own position: with
+    20,000 events before it, its catch-up (generic plan) filters none of them row by row, and
+    makes the one event past it."""
+    mid = history_behind_the_cursor(db, db_url)
+    db.execute(
+        "UPDATE sms_webhook_endpoints SET behind_xact = f.xact, behind_event_id = f.event_id"
+        " FROM sms_webhook_fanout f"
+    )
+    record(db, mid, "queued", "sent")
+    db.execute("SET plan_cache_mode = force_generic_plan")
+    sql = q("webhook_deliveries_catch_up").replace("%(limit)s", "$1")
+    db.execute(f"PREPARE catch(int) AS {sql}")
+    with db.transaction(force_rollback=True):
+        assert db.execute(q("webhook_deliveries_mark")).fetchone() is not None
+        db.execute(q("webhook_deliveries_fan_out"), {"limit": 500})  # the cursor passes it
+        [[plan]] = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE catch(100)").fetchone()
+    assert filtered(plan["Plan"]) < 100
     assert fan_out(db) == 1
     assert made(db) == ["message.sent"]
 

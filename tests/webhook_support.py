@@ -3,6 +3,7 @@ fan-out of committed events into deliveries that the dispatcher's webhook loop r
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -36,14 +37,31 @@ def stub_resolver(table: Mapping[str, Sequence[str]] = KNOWN) -> Resolver:
 offline_resolver: Final = stub_resolver()
 
 
+def fan_out_step(conn: psycopg.Connection[Any], batch: int = 500) -> tuple[bool, int, int]:
+    """One fan-out step's statements, as dispatcher.webhooks.fan_out_step runs them: the cursor
+    locked when there is something to do, the shared step, one endpoint's catch-up. In a
+    transaction of its own on an autocommit `conn`, else in `conn`'s open one (left open, with
+    the cursor's lock). (took the cursor, events read, deliveries made)."""
+    with conn.transaction() if conn.autocommit else contextlib.nullcontext():
+        mark = conn.execute(q("webhook_deliveries_mark")).fetchone()
+        if mark is None:
+            return False, 0, 0
+        shared = conn.execute(q("webhook_deliveries_fan_out"), {"limit": batch}).fetchone()
+        behind = (None, 0, 0)
+        if mark[1]:
+            behind = conn.execute(q("webhook_deliveries_catch_up"), {"limit": batch}).fetchone()
+    assert shared is not None and behind is not None
+    return True, int(shared[0]) + int(behind[1]), int(shared[1]) + int(behind[2])
+
+
 def fan_out(db: psycopg.Connection[Any], batch: int = 500) -> int:
     """Fan the committed message events out into deliveries, as the dispatcher's webhook loop
-    does after each SMS batch (webhook_deliveries_fan_out, each step its own transaction on the
-    autocommit `db`); the deliveries made."""
+    does after each SMS batch (fan_out_step, each step its own transaction on the autocommit
+    `db`, catch-ups of endpoints behind included), until a step finds fewer than `batch`; the
+    deliveries made."""
     made = 0
     while True:
-        row = db.execute(q("webhook_deliveries_fan_out"), {"limit": batch}).fetchone()
-        assert row is not None
-        made += int(row[2])
-        if int(row[1]) < batch:
+        took, events, deliveries = fan_out_step(db, batch)
+        made += deliveries
+        if not took or events < batch:
             return made

@@ -88,11 +88,15 @@ VIEWS: Final[Mapping[str, tuple[str, ...]]] = {
 # Functions a process calls itself (EXECUTE is revoked from PUBLIC below; triggers need none):
 # messages_enqueue calls sms_messages_enqueue_rows (0017), which counts the recipient limit
 # through sms_recipients_recent (0017) as the caller; sms_messages_enqueue (0014) is its wrapper
-# for a process of the previous release.
+# for a process of the previous release. The dispatcher's fan-out, catch-up and disable build
+# webhook bodies with sms_webhook_message_body, and read an endpoint's missed events with
+# sms_webhook_events_between (0021).
 FUNCTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "sms_messages_enqueue": (API,),
     "sms_messages_enqueue_rows": (API,),
     "sms_recipients_recent": (API,),
+    "sms_webhook_events_between": (DISPATCHER,),
+    "sms_webhook_message_body": (DISPATCHER,),
 }
 # Columns the read-only role does not see: webhook signing secrets (they would let a reader sign
 # webhooks as us). A DBA lists the other columns by name.

@@ -6,40 +6,31 @@
 -- the same conventions hold as in outbox.sql: the `clock` CTE (tests inject the time), every
 -- change to a leased row guarded by (lease_owner, attempts, state = 'leased').
 
--- name: webhook_deliveries_fan_out
--- One step of the fan-out after commit (migration 0016 explains the cursor): up to %(limit)s
--- webhook-worthy events past the cursor, of transactions that have ended (xact below the xmin of
--- this statement's snapshot), become deliveries and their outbox rows, and the cursor moves past
--- them, all in this one statement: a crash repeats or loses nothing. The cursor row is locked
--- SKIP LOCKED: while another dispatcher fans out, this one does nothing (took_cursor false, as
--- when there is nothing to do). With no endpoint enabled anywhere the events are not read; the
--- cursor just moves to xmin.
--- What becomes a webhook, and its body, are those of the trigger of 0008/0013 it replaces:
--- * 'transition' rows to a status of DESIGN section 13 (`sending` and `pending` are not events
---   of the contract);
--- * 'canceled' rows (messages_cancel records pending -> canceled that way, without a transition
---   row), unless the same transaction also wrote the transition, so a cancel is one event;
--- * 'received' rows (inbound messages), to the key that sent last in the conversation, which
---   messages_receive stores as the inbound message's api_key_id.
--- A message goes to the endpoints of the key that created it enabled now, filtered by `events`;
--- the body's message fields are the message row as it is now (status and previous_status are
--- the event's). Events are read through sms_message_events_fanout_idx (xact, id), whose
--- predicate the WHERE below repeats word for word; deliveries are made in event id order.
-WITH mark AS MATERIALIZED (
-    -- The cursor, locked only when there is something to do, so that a step with nothing to do
-    -- writes nothing (a lock is a write, and its commit a WAL flush): with an endpoint enabled,
-    -- when a committed event waits past it; with none, to move it up to xmin, at most once a
-    -- second (an endpoint enabled meanwhile may get the events of that second). "Waits" is the
-    -- first such event in index order, not an EXISTS: PostgreSQL drops an EXISTS' ORDER BY and
-    -- LIMIT, and may then scan the day's partition from its start for a match that sits at its
-    -- end (a cost that grew with the history, after every SMS batch).
-    SELECT f.xact, f.event_id, s.xmin, s.wanted
-    FROM sms_webhook_fanout f
-    CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
-                       EXISTS (SELECT 1 FROM sms_webhook_endpoints w WHERE w.enabled) AS wanted
-               ) s
-    WHERE f.id
-      AND CASE WHEN s.wanted
+-- name: webhook_deliveries_mark
+-- The first statement of a fan-out step's transaction (migrations 0016 and 0021): the fan-out
+-- cursor's row, locked SKIP LOCKED, only when there is something to do (a lock is a write, and
+-- its commit a WAL flush): an enabled endpoint that follows the shared fan-out (or is to fall
+-- behind it, parked) and a committed event waiting past the cursor; an endpoint to catch up
+-- (behind and no longer parked); or, at most once a second, the cursor to move up to xmin (no
+-- endpoint wants the events). No row: there
+-- is nothing to do, or another dispatcher is fanning out; `behind` says whether an endpoint is
+-- to catch up (else the step skips webhook_deliveries_catch_up). The statements that follow in the same
+-- transaction (webhook_deliveries_fan_out, webhook_deliveries_catch_up) start after the lock was
+-- taken, so they read every endpoint as the previous holder of the lock left it. "Waiting" is the
+-- first such event in index order, not an EXISTS: PostgreSQL drops an EXISTS' ORDER BY and LIMIT,
+-- and may then scan the day's partition from its start for a match that sits at its end.
+SELECT f.xact, s.behind
+FROM sms_webhook_fanout f
+CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+                   EXISTS (SELECT 1 FROM sms_webhook_endpoints w
+                           WHERE w.enabled AND w.behind_xact IS NULL) AS wanted,
+                   EXISTS (SELECT 1 FROM sms_webhook_endpoints w
+                           WHERE w.enabled AND w.behind_xact IS NOT NULL
+                             AND (w.parked_until IS NULL OR w.parked_until <= now())) AS behind
+           ) s
+WHERE f.id
+  AND (s.behind
+       OR CASE WHEN s.wanted
                THEN (
                    SELECT e.id
                    FROM sms_message_events e
@@ -51,8 +42,41 @@ WITH mark AS MATERIALIZED (
                                                   'failed', 'expired', 'canceled', 'read')))
                    ORDER BY e.xact, e.id
                    LIMIT 1) IS NOT NULL
-               ELSE f.xact < s.xmin AND f.updated_at < now() - interval '1 second' END
-    FOR UPDATE OF f SKIP LOCKED
+               ELSE f.xact < s.xmin AND f.updated_at < now() - interval '1 second' END)
+FOR UPDATE OF f SKIP LOCKED;
+
+-- name: webhook_deliveries_fan_out
+-- One step of the shared fan-out after commit (migration 0016 explains the cursor), in the
+-- transaction where webhook_deliveries_mark locked the cursor: up to %(limit)s webhook-worthy events
+-- past the cursor, of transactions that have ended (xact below the xmin of this statement's
+-- snapshot), become deliveries and their outbox rows for the endpoints that follow the shared
+-- fan-out, and the cursor moves past them, all in this one statement: a crash repeats or loses
+-- nothing. With no such endpoint the events are not read; the cursor just moves to xmin.
+-- Parked endpoints (migration 0021) get no delivery: one not behind yet falls behind here, at
+-- the position this step starts from (`fell`), and its catch-up makes its deliveries once it is
+-- no longer parked. The same snapshot decides who follows and who falls, and every endpoint's
+-- position is as the previous holder of the lock left it (this statement started after the lock).
+-- What becomes a webhook, and its body, are those of the trigger of 0008/0013 it replaces:
+-- * 'transition' rows to a status of DESIGN section 13 (`sending` and `pending` are not events
+--   of the contract);
+-- * 'canceled' rows (messages_cancel records pending -> canceled that way, without a transition
+--   row), unless the same transaction also wrote the transition, so a cancel is one event;
+-- * 'received' rows (inbound messages), to the key that sent last in the conversation, which
+--   messages_receive stores as the inbound message's api_key_id.
+-- A message goes to the endpoints of the key that created it, filtered by `events`; the body
+-- (sms_webhook_message_body) has the message row as it is now (status and previous_status are
+-- the event's). Events are read through sms_message_events_fanout_idx (xact, id), whose
+-- predicate the WHERE below repeats word for word; deliveries are made in event id order.
+WITH mark AS MATERIALIZED (
+    SELECT f.xact, f.event_id, s.xmin, s.wanted
+    FROM sms_webhook_fanout f
+    CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin,
+                       EXISTS (SELECT 1 FROM sms_webhook_endpoints w
+                               WHERE w.enabled AND w.behind_xact IS NULL
+                                 AND (w.parked_until IS NULL OR w.parked_until <= now()))
+                           AS wanted
+               ) s
+    WHERE f.id
 ),
 batch AS MATERIALIZED (
     SELECT e.id, e.xact, e.message_id, e.event_type, e.from_status, e.to_status, e.occurred_at
@@ -91,63 +115,39 @@ events AS (
 made AS (
     INSERT INTO sms_webhook_deliveries
         (endpoint_id, event_type, message_id, payload, occurred_at)
-    SELECT w.id, ev.type, m.id,
-           jsonb_build_object(
-               'type', ev.type,
-               'timestamp', to_char(ev.occurred_at AT TIME ZONE 'UTC',
-                                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-               'data', jsonb_build_object(
-                   'id', m.id,
-                   'conversation_id', m.conversation_id,
-                   'status', ev.status,
-                   'previous_status', ev.previous_status,
-                   'to', m.to_number,
-                   'from', m.from_number,
-                   'error_code', m.error_code,
-                   'error_category', m.error_category,
-                   'error_message', m.error_message,
-                   'segments', m.segments,
-                   'attempts', m.attempts,
-                   'direction', m.direction)),
+    SELECT w.id, ev.type, (m.r).id,
+           sms_webhook_message_body(ev.type, ev.occurred_at, ev.status, ev.previous_status, m.r),
            ev.occurred_at
     FROM events ev
     -- One primary-key probe per event: a prepared statement's generic plan cannot tell the
     -- batch's size, and a join planned for a large one (a scan of sms_messages) would run for
-    -- every step that finds one event. OFFSET 0 keeps the subquery a nested-loop probe.
+    -- every step that finds one event. OFFSET 0 keeps the subquery a nested-loop probe. The
+    -- whole row (r) is what the body function takes.
     CROSS JOIN LATERAL (
-        SELECT m.id, m.conversation_id, m.to_number, m.from_number, m.error_code,
-               m.error_category, m.error_message, m.segments, m.attempts, m.direction,
-               m.api_key_id
-        FROM sms_messages m
-        WHERE m.id = ev.message_id
-        OFFSET 0
+        SELECT m AS r FROM sms_messages m WHERE m.id = ev.message_id OFFSET 0
     ) m
     JOIN sms_webhook_endpoints w
-      ON w.api_key_id = m.api_key_id AND w.enabled
+      ON w.api_key_id = (m.r).api_key_id AND w.enabled AND w.behind_xact IS NULL
+     AND (w.parked_until IS NULL OR w.parked_until <= now())
      AND (w.events = '{}' OR ev.type = ANY (w.events))
     ORDER BY ev.id, w.id
-    RETURNING id, endpoint_id
+    RETURNING id
 ),
 queued AS (
-    -- Due at once. A parked endpoint's (failing: migration 0020) get no outbox row: they wait in
-    -- sms_webhook_deliveries until webhook_deliveries_requeue, and `held` says so.
     INSERT INTO sms_outbox (kind, webhook_delivery_id, next_attempt_at)
     SELECT 'deliver_webhook', made.id, now()
     FROM made
-    JOIN sms_webhook_endpoints w ON w.id = made.endpoint_id
-    WHERE w.parked_until IS NULL OR w.parked_until <= now()
     RETURNING id
 ),
-held AS (
-    -- The endpoints whose deliveries `queued` left out (the same snapshot decides both), marked
-    -- by id alone: if a release committed since this statement's snapshot, the mark still goes
-    -- on, and webhook_deliveries_requeue then queues them.
+fell AS (
+    -- Parked endpoints that followed the shared fan-out stop here: their events from this step's
+    -- start on are their catch-up's. By id, so a release committed since this statement's
+    -- snapshot does not undo it (the catch-up then starts at once).
     UPDATE sms_webhook_endpoints w
-    SET parked_backlog = true
-    WHERE w.id IN (SELECT made.endpoint_id
-                   FROM made
-                   JOIN sms_webhook_endpoints p ON p.id = made.endpoint_id
-                   WHERE p.parked_until > now())
+    SET behind_xact = c.xact, behind_event_id = c.event_id
+    FROM mark c
+    WHERE w.id IN (SELECT p.id FROM sms_webhook_endpoints p
+                   WHERE p.enabled AND p.behind_xact IS NULL AND p.parked_until > now())
     RETURNING w.id
 ),
 tail AS (
@@ -163,15 +163,83 @@ target AS (
     LEFT JOIN tail l ON true
 ),
 moved AS (
-    -- Never backwards: a cursor moved by another dispatcher after this statement's snapshot
-    -- was taken (the lock then reads its new version) may already be past this one's xmin.
+    -- Never backwards (a cursor is never moved past the xmin of its mover's snapshot, and this
+    -- one's is at least as late).
     UPDATE sms_webhook_fanout f
     SET xact = n.xact, event_id = n.event_id, updated_at = now()
     FROM target n
     WHERE f.id AND (n.xact, n.event_id) > (f.xact, f.event_id)
     RETURNING f.id
 )
-SELECT (SELECT count(*) FROM mark) > 0 AS took_cursor,
+SELECT (SELECT count(*) FROM batch) AS events,
+       (SELECT count(*) FROM made) AS deliveries,
+       (SELECT count(*) FROM fell) AS fell_behind;
+
+-- name: webhook_deliveries_catch_up
+-- One step of one endpoint's catch-up (migration 0021), in the transaction where
+-- webhook_deliveries_mark locked the cursor, after webhook_deliveries_fan_out: the first endpoint
+-- (by id) that is behind and no longer parked, locked, gets the deliveries of up to %(limit)s
+-- webhook-worthy events past its position and up to the shared cursor (its key's, filtered by
+-- its `events`; made as the shared fan-out makes them, due now), and its position moves past
+-- them; when they reach the shared cursor it follows the shared fan-out again (position null).
+-- The events below the shared cursor are all committed (0016), and no shared step can run
+-- meanwhile (the lock), so none is made twice or skipped. Other keys' events are read and left:
+-- a batch is %(limit)s events read, not made.
+WITH cursor_at AS (
+    SELECT f.xact, f.event_id FROM sms_webhook_fanout f WHERE f.id
+),
+ep AS MATERIALIZED (
+    SELECT w.id, w.api_key_id, w.events, w.behind_xact, w.behind_event_id
+    FROM sms_webhook_endpoints w
+    WHERE w.enabled AND w.behind_xact IS NOT NULL
+      AND (w.parked_until IS NULL OR w.parked_until <= now())
+    ORDER BY w.id
+    LIMIT 1
+    FOR NO KEY UPDATE OF w
+),
+batch AS MATERIALIZED (
+    SELECT e.*
+    FROM ep
+    CROSS JOIN cursor_at c
+    CROSS JOIN LATERAL sms_webhook_events_between(ep.behind_xact, ep.behind_event_id,
+                                                  c.xact, c.event_id, %(limit)s) e
+),
+made AS (
+    INSERT INTO sms_webhook_deliveries
+        (endpoint_id, event_type, message_id, payload, occurred_at)
+    SELECT ep.id, ev.type, (m.r).id,
+           sms_webhook_message_body(ev.type, ev.occurred_at, ev.status, ev.previous_status, m.r),
+           ev.occurred_at
+    FROM batch ev
+    CROSS JOIN ep
+    CROSS JOIN LATERAL (
+        SELECT m AS r FROM sms_messages m WHERE m.id = ev.message_id OFFSET 0
+    ) m
+    WHERE ev.webhook AND (m.r).api_key_id = ep.api_key_id
+      AND (ep.events = '{}' OR ev.type = ANY (ep.events))
+    ORDER BY ev.id
+    RETURNING id
+),
+queued AS (
+    INSERT INTO sms_outbox (kind, webhook_delivery_id, next_attempt_at)
+    SELECT 'deliver_webhook', made.id, now()
+    FROM made
+    RETURNING id
+),
+tail AS (
+    SELECT b.xact, b.id FROM batch b ORDER BY b.xact DESC, b.id DESC LIMIT 1
+),
+moved AS (
+    UPDATE sms_webhook_endpoints w
+    SET behind_xact = CASE WHEN n.full_batch THEN l.xact END,
+        behind_event_id = CASE WHEN n.full_batch THEN l.id END
+    FROM ep
+    CROSS JOIN (SELECT count(*) >= %(limit)s AS full_batch FROM batch) n
+    LEFT JOIN tail l ON true
+    WHERE w.id = ep.id
+    RETURNING w.id
+)
+SELECT (SELECT count(*) FROM ep) AS endpoints,
        (SELECT count(*) FROM batch) AS events,
        (SELECT count(*) FROM made) AS deliveries;
 

@@ -3,18 +3,54 @@
 
 -- name: webhook_endpoints_disable
 -- Disable an endpoint once (guarded on enabled: a second caller changes nothing and gets no row):
--- no new event is fanned out to it (the triggers read `enabled`), and every pending delivery of
+-- no new event is fanned out to it (the fan-out reads `enabled`), and every pending delivery of
 -- it is dropped in the same statement, its outbox row deleted, whoever holds its lease (that
 -- holder's guarded settle then changes nothing). Reads sms_webhook_deliveries_pending_idx.
+-- An endpoint behind the fan-out (parked, migration 0021) also gets the events it missed, past
+-- its position up to the fan-out cursor, as deliveries failed alike, so `smsctl webhooks replay`
+-- can send them as it sends the dropped ones. The caller holds the cursor's lock
+-- (webhook_endpoints_lock_fanout, same transaction, before this statement), so the position and the
+-- cursor are read as no fan-out step is moving them.
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ),
+was AS MATERIALIZED (
+    SELECT w.id, w.api_key_id, w.events, w.behind_xact, w.behind_event_id
+    FROM sms_webhook_endpoints w
+    WHERE w.id = %(endpoint_id)s AND w.enabled
+),
 off AS (
     UPDATE sms_webhook_endpoints w
-    SET enabled = false, disabled_reason = %(reason)s, disabled_at = clock.now
+    SET enabled = false, disabled_reason = %(reason)s, disabled_at = clock.now,
+        behind_xact = NULL, behind_event_id = NULL
     FROM clock
     WHERE w.id = %(endpoint_id)s AND w.enabled
     RETURNING w.id, w.api_key_id, w.url, w.failing_since
+),
+missed AS (
+    -- The events of webhook_deliveries_catch_up, all at once, failed.
+    SELECT e.*
+    FROM was ep
+    JOIN off ON off.id = ep.id
+    CROSS JOIN sms_webhook_fanout c
+    CROSS JOIN LATERAL sms_webhook_events_between(ep.behind_xact, ep.behind_event_id,
+                                                  c.xact, c.event_id, NULL) e
+    WHERE c.id AND ep.behind_xact IS NOT NULL AND e.webhook
+),
+missed_made AS (
+    INSERT INTO sms_webhook_deliveries
+        (endpoint_id, event_type, message_id, payload, occurred_at, state, last_error)
+    SELECT ep.id, ev.type, (m.r).id,
+           sms_webhook_message_body(ev.type, ev.occurred_at, ev.status, ev.previous_status, m.r),
+           ev.occurred_at, 'failed', 'endpoint disabled: ' || %(reason)s::text
+    FROM missed ev
+    CROSS JOIN was ep
+    CROSS JOIN LATERAL (
+        SELECT m AS r FROM sms_messages m WHERE m.id = ev.message_id OFFSET 0
+    ) m
+    WHERE (m.r).api_key_id = ep.api_key_id AND (ep.events = '{}' OR ev.type = ANY (ep.events))
+    ORDER BY ev.id
+    RETURNING id
 ),
 dropped AS (
     UPDATE sms_webhook_deliveries d
@@ -29,8 +65,14 @@ unqueued AS (
     WHERE o.webhook_delivery_id = dropped.id
 )
 SELECT off.id, off.api_key_id, off.url, off.failing_since,
-       (SELECT count(*) FROM dropped) AS dropped
+       (SELECT count(*) FROM dropped) + (SELECT count(*) FROM missed_made) AS dropped
 FROM off;
+
+-- name: webhook_endpoints_lock_fanout
+-- The fan-out cursor's row lock, waited for (not SKIP LOCKED), in a transaction that disables
+-- endpoints: their positions behind the fan-out (migration 0021) and the cursor then hold still
+-- until it commits (webhook_endpoints_disable).
+SELECT f.id FROM sms_webhook_fanout f WHERE f.id FOR UPDATE;
 
 -- name: webhook_endpoints_health
 -- Every endpoint's delivery health from the sms_webhook_health view (never a secret), with how
