@@ -661,7 +661,9 @@ def test_a_parked_backlog_comes_back_by_itself_when_the_parking_ends(
     woke = t0 + timedelta(seconds=3601)
     stats = deliver(wh_settings, woke, woke)
     assert [s.outcomes for s in stats] == [{"delivered": 2}, {}]
-    assert types(receiver.at("/a")) == ["message.queued", "message.queued", "message.sent"]
+    first_try, *woken = types(receiver.at("/a"))  # the two woken go out side by side
+    assert first_try == "message.queued"
+    assert sorted(woken) == ["message.queued", "message.sent"]
     (ep,) = rows(db, "SELECT parked_backlog FROM sms_webhook_endpoints WHERE id = %s", endpoint)
     assert ep["parked_backlog"] is False
 
