@@ -93,7 +93,7 @@ class FanOut:
     requeued: int = 0  # parked deliveries given their outbox rows again (migration 0020)
 
 
-# Events read per fan-out step (one statement, one transaction), and steps per `fan_out` call:
+# Events read per fan-out step (one transaction; per catch-up batch too), and steps per call:
 # a deep backlog (after a long transaction held the fan-out back) is worked off a few thousand
 # events at a time between claims, not in one go that keeps the claims waiting.
 FANOUT_BATCH = 500
@@ -435,9 +435,8 @@ class WebhookWorker:
     ) -> dict[str, Any] | None:
         """Disable the endpoint of `work` and drop its pending deliveries; None when it was
         disabled already."""
-        await conn.execute(
-            q("webhook_endpoints_lock_fanout")
-        )  # the endpoint's position holds still
+        # The endpoint's position behind the fan-out (migration 0021) holds still meanwhile.
+        await conn.execute(q("webhook_endpoints_lock_fanout"))
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 q("webhook_endpoints_disable"),
