@@ -89,6 +89,15 @@ class Sent:
     reconciled: bool = False
 
 
+@dataclass(frozen=True)
+class CopyOwners:
+    """What the outbox says of copies a reconciliation lookup found (Outbox.copy_owners)."""
+
+    taken: set[str]  # sids another message of ours holds
+    in_flight_since: datetime | None  # the earliest sibling call in flight started then
+    rivals: list[datetime]  # when each sibling attempt in flight or unresolved started
+
+
 def claim_params(
     owner: str,
     limit: int,
@@ -427,26 +436,16 @@ class Outbox:
         )
         return len(rows)
 
-    async def sids_taken(self, work: Work, sids: Sequence[str]) -> set[str]:
-        """Which of these provider sids belong to another message of ours than `work`'s."""
-        if not sids:
-            return set()
+    async def copy_owners(self, work: Work, sids: Sequence[str], *, same_body: bool) -> CopyOwners:
+        """Whose the copies `sids` found for `work` may be, all read in one snapshot: which sids
+        another message of ours holds, and for the other messages of ours from `work`'s sender to
+        its recipient (with its body too when `same_body`), when the earliest call in flight right
+        now started and when each attempt still in flight or unresolved started (the rivals)."""
         rows = await self._rows(
-            "outbox_sids_taken",
-            {"provider": work.provider, "sids": list(sids), "message_id": work.message_id},
-        )
-        return {r["sid"] for r in rows}
-
-    async def pair_in_flight(
-        self, work: Work, *, same_body: bool
-    ) -> tuple[datetime | None, list[datetime]]:
-        """For the other messages of ours from `work`'s sender to its recipient (with its body
-        too when `same_body`): when the earliest call in flight right now started (None: no such
-        call), and when each attempt still in flight or unresolved started (the rivals)."""
-        rows = await self._rows(
-            "outbox_pair_in_flight",
+            "outbox_copy_owners",
             {
                 "provider": work.provider,
+                "sids": list(sids),
                 "from_number": work.from_number,
                 "to_number": work.to_number,
                 "message_id": work.message_id,
@@ -455,9 +454,8 @@ class Outbox:
                 "body": work.body,
             },
         )
-        if not rows:
-            return None, []
-        return rows[0]["since"], list(rows[0]["rivals"])
+        (row,) = rows  # an aggregate: always one row
+        return CopyOwners(set(row["taken"]), row["since"], list(row["rivals"]))
 
     async def await_copy(
         self, work: Work, *, delay_seconds: float, missed: bool, now: datetime | None = None

@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from dispatcher import alert_webhook, decision
 from dispatcher.decision import Facts, Outcome, Resend, Sent, Timing
-from dispatcher.outbox import Outbox, Work
+from dispatcher.outbox import CopyOwners, Outbox, Work
 from dispatcher.outcomes import Outcomes, RunStats, describe
 from dispatcher.slots import Slots
 from shared import metrics
@@ -263,21 +263,26 @@ class Dispatcher:
             return decision.after_attempt(
                 known, err, self.policy, rand=self.rand(), unresolved=True
             )
-        taken = await self.outbox.sids_taken(work, [c.sid for c in copies])
-        if len([c for c in copies if c.sid not in taken]) > 1:
+        owners = CopyOwners(set(), None, [])
+        if copies:
+            owners = await self.outbox.copy_owners(
+                work,
+                [c.sid for c in copies],
+                same_body=self.providers[work.provider].compares_bodies,
+            )
+        if len([c for c in copies if c.sid not in owners.taken]) > 1:
             log.warning(
                 "several provider messages match one unresolved attempt; the oldest is adopted",
                 extra={**describe(work), "action": "reconcile_several"},
             )
-        in_flight: datetime | None = None
-        rivals: list[datetime] = []
-        if copies:
-            provider = self.providers[work.provider]
-            in_flight, rivals = await self.outbox.pair_in_flight(
-                work, same_body=provider.compares_bodies
-            )
         return decision.after_lookup(
-            known, copies, taken, self.policy, self.timing, in_flight, rivals
+            known,
+            copies,
+            owners.taken,
+            self.policy,
+            self.timing,
+            owners.in_flight_since,
+            owners.rivals,
         )
 
     async def _attempt(self, work: Work, batch: _Batch) -> None:

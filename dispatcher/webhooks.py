@@ -90,7 +90,6 @@ class FanOut:
     deliveries: int = 0  # deliveries made (events x their endpoints)
     more: bool = False  # the last step filled its batch: events may still wait
     idle: bool = False  # the cursor was left alone: nothing to do, or another dispatcher has it
-    requeued: int = 0  # parked deliveries given their outbox rows again (migration 0020)
 
 
 # Events read per fan-out step (one transaction; per catch-up batch too), and steps per call:
@@ -182,7 +181,8 @@ class WebhookWorker:
         """Queue again what endpoints no longer parked kept out of the outbox (`requeue`), then
         turn committed message events into deliveries, `batch` events a step (each its own
         transaction), until a step finds fewer or `steps` ran; `more` says events may be left."""
-        done = FanOut(requeued=await self.requeue(now=now))
+        await self.requeue(now=now)
+        done = FanOut()
         for _ in range(steps):
             step = await self._tx(lambda conn: fan_out_step(conn, batch))
             done = FanOut(
@@ -191,7 +191,6 @@ class WebhookWorker:
                 deliveries=done.deliveries + step.deliveries,
                 more=step.more,
                 idle=step.idle,
-                requeued=done.requeued,
             )
             if not step.more:
                 break

@@ -495,31 +495,36 @@ WHERE o.id = ANY (%(ids)s::bigint[]) AND o.id = i.id AND o.attempts = i.attempt
   AND o.lease_owner = %(owner)s AND o.state = 'leased'
 RETURNING o.id;
 
--- name: outbox_sids_taken
--- Reconciliation may only adopt a provider sid that is not another message's: one that another
--- message of ours holds (UNIQUE (provider, provider_sid) answers), or a stray copy already known to
--- carry another message's id (sms_message_events_duplicate_once answers). Two identical texts to
--- one recipient, or two SignalWire messages to one recipient in one window, stay apart.
-SELECT s.sid
-FROM unnest(%(sids)s::text[]) AS s(sid)
-WHERE EXISTS (SELECT 1 FROM sms_messages m
-              WHERE m.provider = %(provider)s AND m.provider_sid = s.sid
-                AND m.id <> %(message_id)s)
-   OR EXISTS (SELECT 1 FROM sms_message_events e
-              WHERE e.event_type = 'duplicate_send_detected' AND e.provider = %(provider)s
-                AND e.provider_sid = s.sid AND e.message_id <> %(message_id)s);
-
--- name: outbox_pair_in_flight
+-- name: outbox_copy_owners
+-- Whose the copies a reconciliation lookup found may be, read in ONE statement (one snapshot): a
+-- sibling that adopts a copy deletes its outbox row and takes the sid in one commit, so two reads
+-- could miss it both ways (not yet a holder in the first, no longer a rival in the second) and adopt
+-- its copy; the write's guard then refused it, and the row waited out its lease.
+-- `taken`: the sids that are not ours to adopt: one that another message of ours holds (UNIQUE
+-- (provider, provider_sid) answers), or a stray copy already known to carry another message's id
+-- (sms_message_events_duplicate_once answers). Two identical texts to one recipient, or two
+-- SignalWire messages to one recipient in one window, stay apart.
 -- Reconciliation without a body to compare (SignalWire) cannot tell our copy from another of our
--- messages to the same recipient whose call is in flight and not yet recorded: when the earliest
--- such call started, so younger copies are left alone until it is over. "In flight" is a leased
--- row whose attempt started within its current lease (a row leased only to be looked up has an
--- older attempt_started_at). sms_outbox is small; the join is by primary key.
+-- messages to the same recipient whose call is in flight and not yet recorded. `since`: when the
+-- earliest such call started, so younger copies are left alone until it is over. "In flight" is a
+-- leased row whose attempt started within its current lease (a row leased only to be looked up has
+-- an older attempt_started_at). sms_outbox is small; the join is by primary key.
 -- `rivals`: when every such message's attempt that is in flight or unresolved started (its row
 -- still has attempt_started_at: a recorded sid would have removed it), to tell whose a copy is
 -- (dispatcher.decision.after_lookup); with %(same_body)s (a provider that compares bodies) only
 -- messages with this body, the only ones whose copies the lookup can return.
-SELECT min(o.attempt_started_at) FILTER (
+WITH taken AS (
+    SELECT s.sid
+    FROM unnest(%(sids)s::text[]) AS s(sid)
+    WHERE EXISTS (SELECT 1 FROM sms_messages m
+                  WHERE m.provider = %(provider)s AND m.provider_sid = s.sid
+                    AND m.id <> %(message_id)s)
+       OR EXISTS (SELECT 1 FROM sms_message_events e
+                  WHERE e.event_type = 'duplicate_send_detected' AND e.provider = %(provider)s
+                    AND e.provider_sid = s.sid AND e.message_id <> %(message_id)s)
+)
+SELECT (SELECT coalesce(array_agg(t.sid), '{}') FROM taken t) AS taken,
+       min(o.attempt_started_at) FILTER (
            WHERE o.state = 'leased' AND o.attempt_started_at
                  >= o.lease_expires_at - make_interval(secs => %(lease_seconds)s::float8)
        ) AS since,
