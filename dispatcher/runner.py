@@ -32,9 +32,21 @@ Sweep = Callable[[], Awaitable[float]]
 # stay batched without leaving a free slot idle for long (a slot idle 50 ms at 200 ms provider
 # latency is a quarter of its throughput lost).
 CLAIM_GATHER_SECONDS = 0.005
+# ...but only while provider calls are shorter than this. Short calls keep the dispatcher's CPU, not
+# its slots, the limit, and fewer, larger claims spare it (simulator at 0 ms, calls ~16 ms: 12 %
+# more sends with the wait). Long calls make the slots the limit, and the wait is lost sending
+# time: at 200 ms, claiming at once made 2.8 % more (latency_efficiency 0.894 -> 0.919).
+GATHER_MAX_CALL_SECONDS = 0.1
 # After a short claim with a paced backlog waiting, sleep at least this long before the next: a
 # sender whose next message costs more than one segment is not polled in a busy loop.
 PACE_MIN_WAIT_SECONDS = 0.02
+
+
+def gather_first(free: int, wanted: int, mean_call_seconds: float | None) -> bool:
+    """Whether to wait up to CLAIM_GATHER_SECONDS for `wanted` free slots before claiming, with
+    `free` free now: only while calls are short (or none was made yet)."""
+    short = mean_call_seconds is None or mean_call_seconds < GATHER_MAX_CALL_SECONDS
+    return free < wanted and short
 
 
 class Runner:
@@ -94,7 +106,7 @@ class Runner:
                 if d.free_slots() == 0:
                     await self._capacity(settings.dispatch_poll_seconds)
                     continue
-                if d.free_slots() < min_claim:
+                if gather_first(d.free_slots(), min_claim, d.mean_call_seconds):
                     await self._gather(min_claim)
                     if stop.is_set():
                         break

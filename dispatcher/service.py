@@ -55,6 +55,8 @@ RECONCILE_SKEW = timedelta(seconds=5)
 # A row whose call may still be in flight at shutdown is not due again before this: a request that
 # already left lands at the provider first, so the next claimer's reconciliation sees it.
 SETTLE_SECONDS = 5.0
+# Each call's weight in the moving average of call lengths (about the last 20 calls count).
+CALL_AVERAGE_WEIGHT = 0.05
 
 
 @dataclass
@@ -113,6 +115,9 @@ class Dispatcher:
         )
         # A call must end this long before the lease does: no one may rescue a row still in flight.
         self.lease_margin = max(settings.dispatch_lease_seconds * 0.2, 0.2)
+        # How long provider calls take lately (a moving average; None before the first), for the
+        # runner's choice between claiming at once and waiting for company (runner.gather_first).
+        self.mean_call_seconds: float | None = None
 
     # -- what the runner uses ----------------------------------------------------------------
 
@@ -320,6 +325,13 @@ class Dispatcher:
             self.slots.recorded(work)
             self.slots.settle(work)
 
+    def _called(self, seconds: float) -> None:
+        """Fold one call's length into `mean_call_seconds`."""
+        mean = self.mean_call_seconds
+        self.mean_call_seconds = (
+            seconds if mean is None else mean + CALL_AVERAGE_WEIGHT * (seconds - mean)
+        )
+
     async def _call(
         self, work: Work, request: SendRequest, seconds: float
     ) -> SendResult | ProviderError:
@@ -328,7 +340,10 @@ class Dispatcher:
         t0 = time.monotonic()
         try:
             async with asyncio.timeout(seconds):
-                result = await self.providers[work.provider].send(request)
+                try:
+                    result = await self.providers[work.provider].send(request)
+                finally:
+                    self._called(time.monotonic() - t0)
         except ProviderError as e:
             err = e
         except TimeoutError:

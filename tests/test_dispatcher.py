@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from dispatcher.outbox import Outbox
+from dispatcher.runner import gather_first
 from dispatcher.service import RunStats
 from shared.config import Settings
 from shared.providers.base import SendRequest
@@ -94,6 +95,25 @@ def test_success_on_each_provider(
     submitted = [r for r in caplog.records if getattr(r, "action", None) == "submitted"]
     assert sorted(r.sid for r in submitted) == sorted(at_sim)  # type: ignore[attr-defined]
     assert all("+1415" not in str(r.__dict__) for r in submitted)  # recipients are masked
+
+
+def test_the_dispatcher_keeps_how_long_its_provider_calls_take(
+    sim: SimHandle, sim_settings: Settings, db_url: str
+) -> None:
+    """A provider that answers after 150 ms makes the claim loop claim free slots at once rather
+    than wait for company (dispatcher.runner.gather_first)."""
+    enqueue_messages(db_url, recipients(2))
+    sim.configure(latency=0.15)
+
+    async def go() -> float | None:
+        async with running(sim_settings) as d:
+            assert d.mean_call_seconds is None
+            assert (await d.run_once()).sent == 2
+            return d.mean_call_seconds
+
+    mean = asyncio.run(go())
+    assert mean is not None and mean >= 0.15
+    assert not gather_first(1, 16, mean)
 
 
 @pytest.mark.parametrize(
