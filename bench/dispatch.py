@@ -21,11 +21,12 @@ from psycopg import AsyncConnection
 from bench import seed
 from bench.noop import NoopProvider
 from bench.stack import SENDER, Stack
+from dispatcher.__main__ import open_pools
 from dispatcher.runner import Runner
 from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
 from shared.config import load_settings
-from shared.db import conninfo_with_app, open_pool
+from shared.db import conninfo_with_app
 
 POLL = 0.05
 
@@ -90,12 +91,9 @@ async def drain_noop(
     finished messages already in the database are kept (else every message is cleared first)."""
     url = stack.database_url
     settings = load_settings({**stack.env, "DATABASE_URL": url})
-    pool = await open_pool(
-        url,
-        application_name="sms-dispatcher",
-        min_size=2,
-        max_size=max(4, min(20, settings.dispatch_concurrency // 4 + 2)),
-    )
+    pool, webhook_pool = await open_pools(settings)  # the dispatcher's own (generic plans)
+    await webhook_pool.close()  # no webhook loop here
+    await pool.wait()
     provider = NoopProvider()
     dispatcher = Dispatcher(
         settings=settings, pool=pool, providers={"twilio": provider}, owner="bench:noop"

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping
 
 import httpx
+from psycopg_pool import AsyncConnectionPool
 
 from dispatcher import sweeper
 from dispatcher.expiry import Expiry
@@ -25,7 +26,7 @@ from dispatcher.webhook_http import session as webhook_session
 from dispatcher.webhook_loop import WebhookLoop
 from dispatcher.webhooks import WebhookWorker
 from shared import metrics
-from shared.config import load_settings
+from shared.config import Settings, load_settings
 from shared.db import Outage, conninfo_with_app, open_pool
 from shared.errors import ConfigError
 from shared.logs import setup_logging
@@ -39,6 +40,38 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+async def open_pools(settings: Settings) -> tuple[AsyncConnectionPool, AsyncConnectionPool]:
+    """The SMS pool and the webhook loop's own pool (a slow or dead endpoint never holds a
+    connection an SMS send needs). Both run a few statements very often, so they plan each once
+    per connection (generic plans: shared.db). wait=False: with the database down the dispatcher
+    starts anyway; the Runner reports the outage once (naming DATABASE_URL) and claims again with
+    backoff until it is back."""
+    timeout = settings.database_timeout_seconds
+    pool = await open_pool(
+        settings.database_url,
+        application_name="sms-dispatcher",
+        min_size=2,
+        max_size=max(4, min(20, settings.dispatch_concurrency // 4 + 2)),
+        wait=False,
+        timeout_seconds=timeout,
+        generic_plans=True,
+    )
+    try:
+        webhook_pool = await open_pool(
+            settings.database_url,
+            application_name="sms-dispatcher-webhooks",
+            min_size=1,
+            max_size=max(2, min(8, settings.webhook_concurrency // 4 + 1)),
+            wait=False,
+            timeout_seconds=timeout,
+            generic_plans=True,
+        )
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, webhook_pool
+
+
 async def serve(environ: Mapping[str, str]) -> int:
     settings = load_settings(environ)
     setup_logging(settings.log_level, unmasked_numbers=settings.log_unmasked_numbers)
@@ -47,33 +80,17 @@ async def serve(environ: Mapping[str, str]) -> int:
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port)
     timeout = settings.database_timeout_seconds
-    # wait=False: with the database down the dispatcher starts anyway; the Runner reports the
-    # outage once (naming DATABASE_URL) and claims again with backoff until it is back.
-    pool = await open_pool(
-        settings.database_url,
-        application_name="sms-dispatcher",
-        min_size=2,
-        max_size=max(4, min(20, settings.dispatch_concurrency // 4 + 2)),
-        wait=False,
-        timeout_seconds=timeout,
-    )
+    pool, webhook_pool = await open_pools(settings)
     providers = await open_providers(settings)
     http = httpx.AsyncClient()
     owner = owner_id()
     dispatcher = Dispatcher(
         settings=settings, pool=pool, providers=providers, owner=owner, http=http
     )
-    # Customer webhooks get their own pool and HTTP client: a slow or dead endpoint never holds a
-    # connection or a slot an SMS send needs. No redirects (a 3xx is a failed attempt) and no
-    # proxies from the environment (the address checked is the address connected to).
-    webhook_pool = await open_pool(
-        settings.database_url,
-        application_name="sms-dispatcher-webhooks",
-        min_size=1,
-        max_size=max(2, min(8, settings.webhook_concurrency // 4 + 1)),
-        wait=False,
-        timeout_seconds=timeout,
-    )
+    # Customer webhooks get their own pool (open_pools) and HTTP client: a slow or dead endpoint
+    # never holds a connection or a slot an SMS send needs. No redirects (a 3xx is a failed
+    # attempt) and no proxies from the environment (the address checked is the address
+    # connected to).
     webhook_http = webhook_session(settings.webhook_concurrency, settings.webhook_timeout_seconds)
     webhooks = WebhookLoop(WebhookWorker(webhook_pool, settings, owner, http=webhook_http))
     # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, the callbacks work) runs inside this
