@@ -497,14 +497,27 @@ health AS (
            OR w.last_success_at < clock.now - interval '1 second' OR w.parked_until IS NOT NULL)
     RETURNING w.id
 ),
+released AS MATERIALIZED (
+    -- The endpoints this group released from parking (usually none), decided before any backlog
+    -- is read, as webhook_deliveries_settle's `mover`: joined in one step, a generic plan made
+    -- on empty tables read every pending delivery of a healthy endpoint against the outbox first
+    -- and asked whether it had been parked last (3,000 waiting: 9 M rows, 0.7 s, once a second).
+    SELECT h.id
+    FROM health h
+    JOIN was ON was.id = h.id
+    WHERE was.parked_until IS NOT NULL
+),
 moved AS (
+    -- Outbox rows parked before migration 0020 (due at parked_until) are due at once; the rest
+    -- of a parked backlog is webhook_deliveries_requeue's. EXISTS is a one-time test: with no
+    -- endpoint released, no backlog is read.
     UPDATE sms_outbox o
     SET next_attempt_at = clock.now, updated_at = clock.now
-    FROM health h
-    JOIN was ON was.id = h.id AND was.parked_until IS NOT NULL
-    JOIN sms_webhook_deliveries d ON d.endpoint_id = h.id AND d.state = 'pending'
+    FROM released r
+    JOIN sms_webhook_deliveries d ON d.endpoint_id = r.id AND d.state = 'pending'
     CROSS JOIN clock
-    WHERE o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
+    WHERE EXISTS (SELECT 1 FROM released)
+      AND o.webhook_delivery_id = d.id AND o.kind = 'deliver_webhook' AND o.state = 'ready'
       AND o.next_attempt_at > clock.now
     RETURNING o.id
 )
