@@ -21,9 +21,8 @@ def scanned(plan: dict[str, Any], relation: str) -> int:
     return own + sum(scanned(child, relation) for child in plan.get("Plans", []))
 
 
-def test_a_generic_claim_leases_by_primary_key(db: psycopg.Connection[Any]) -> None:
-    """3,000 deliveries parked for an hour and one due: a claim in its generic plan reads the
-    one due outbox row, and leases it."""
+def _endpoint(db: psycopg.Connection[Any]) -> int:
+    """A key with one endpoint on a loopback port; the endpoint's id."""
     [[key]] = db.execute(
         "INSERT INTO sms_api_keys (name, key_sha256) VALUES ('app', md5('a') || md5('b'))"
         " RETURNING id"
@@ -33,6 +32,13 @@ def test_a_generic_claim_leases_by_primary_key(db: psycopg.Connection[Any]) -> N
         " VALUES (%s, 'http://127.0.0.1:9/hook', %s) RETURNING id",
         (key, new_secret()),
     ).fetchall()
+    return int(endpoint)
+
+
+def test_a_generic_claim_leases_by_primary_key(db: psycopg.Connection[Any]) -> None:
+    """3,000 deliveries parked for an hour and one due: a claim in its generic plan reads the
+    one due outbox row, and leases it."""
+    endpoint = _endpoint(db)
     db.execute(
         "WITH d AS (INSERT INTO sms_webhook_deliveries (endpoint_id, event_type, payload,"
         " occurred_at) SELECT %s, 'message.sent', '{}', now() FROM generate_series(0, %s) i"
@@ -69,15 +75,8 @@ def test_a_generic_group_delivered_reads_no_backlog_of_a_healthy_endpoint(
     reads none of the waiting deliveries: only a parked endpoint's are due again. Its old shape
     joined them to the outbox before asking whether the endpoint had been parked (0.7 s, once a
     second, in bench webhooks)."""
-    [[key]] = db.execute(
-        "INSERT INTO sms_api_keys (name, key_sha256) VALUES ('app', md5('a') || md5('b'))"
-        " RETURNING id"
-    ).fetchall()
-    [[endpoint]] = db.execute(
-        "INSERT INTO sms_webhook_endpoints (api_key_id, url, secret, last_success_at)"
-        " VALUES (%s, 'http://127.0.0.1:9/hook', %s, now() - interval '1 minute') RETURNING id",
-        (key, new_secret()),
-    ).fetchall()
+    endpoint = _endpoint(db)
+    db.execute("UPDATE sms_webhook_endpoints SET last_success_at = now() - interval '1 minute'")
     db.execute("ANALYZE")  # the statistics of empty tables, which the generic plan is made from
     db.execute("SET plan_cache_mode = force_generic_plan")
     sql = q("webhook_deliveries_delivered")
