@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 from bench import seed
 from bench.noop import NoopProvider
 from bench.stack import SENDER, Stack
-from dispatcher.__main__ import open_pools
+from dispatcher.__main__ import open_sms_pool
 from dispatcher.runner import Runner
 from dispatcher.service import Dispatcher
 from dispatcher.wakeup import Wakeup
@@ -91,8 +91,7 @@ async def drain_noop(
     finished messages already in the database are kept (else every message is cleared first)."""
     url = stack.database_url
     settings = load_settings({**stack.env, "DATABASE_URL": url})
-    pool, webhook_pool = await open_pools(settings)  # the dispatcher's own (generic plans)
-    await webhook_pool.close()  # no webhook loop here
+    pool = await open_sms_pool(settings)  # the dispatcher's own (generic plans)
     await pool.wait()
     provider = NoopProvider()
     dispatcher = Dispatcher(

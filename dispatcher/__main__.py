@@ -40,36 +40,34 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-async def open_pools(settings: Settings) -> tuple[AsyncConnectionPool, AsyncConnectionPool]:
-    """The SMS pool and the webhook loop's own pool (a slow or dead endpoint never holds a
-    connection an SMS send needs). Both run a few statements very often, so they plan each once
-    per connection (generic plans: shared.db). wait=False: with the database down the dispatcher
-    starts anyway; the Runner reports the outage once (naming DATABASE_URL) and claims again with
-    backoff until it is back."""
-    timeout = settings.database_timeout_seconds
-    pool = await open_pool(
+async def open_sms_pool(settings: Settings) -> AsyncConnectionPool:
+    """The SMS sends' pool. wait=False here and in open_webhook_pool: with the database down the
+    dispatcher starts anyway; the Runner reports the outage once (naming DATABASE_URL) and claims
+    again with backoff until it is back. Both pools run a few statements very often, so they plan
+    each once per connection (generic plans: shared.db)."""
+    return await open_pool(
         settings.database_url,
         application_name="sms-dispatcher",
         min_size=2,
         max_size=max(4, min(20, settings.dispatch_concurrency // 4 + 2)),
         wait=False,
-        timeout_seconds=timeout,
+        timeout_seconds=settings.database_timeout_seconds,
         generic_plans=True,
     )
-    try:
-        webhook_pool = await open_pool(
-            settings.database_url,
-            application_name="sms-dispatcher-webhooks",
-            min_size=1,
-            max_size=max(2, min(8, settings.webhook_concurrency // 4 + 1)),
-            wait=False,
-            timeout_seconds=timeout,
-            generic_plans=True,
-        )
-    except BaseException:
-        await pool.close()
-        raise
-    return pool, webhook_pool
+
+
+async def open_webhook_pool(settings: Settings) -> AsyncConnectionPool:
+    """The webhook loop's own pool: a slow or dead endpoint never holds a connection an SMS send
+    needs."""
+    return await open_pool(
+        settings.database_url,
+        application_name="sms-dispatcher-webhooks",
+        min_size=1,
+        max_size=max(2, min(8, settings.webhook_concurrency // 4 + 1)),
+        wait=False,
+        timeout_seconds=settings.database_timeout_seconds,
+        generic_plans=True,
+    )
 
 
 async def serve(environ: Mapping[str, str]) -> int:
@@ -80,17 +78,17 @@ async def serve(environ: Mapping[str, str]) -> int:
     if settings.metrics_port:
         metrics.start_metrics_server(settings.metrics_port)
     timeout = settings.database_timeout_seconds
-    pool, webhook_pool = await open_pools(settings)
+    pool = await open_sms_pool(settings)
     providers = await open_providers(settings)
     http = httpx.AsyncClient()
     owner = owner_id()
     dispatcher = Dispatcher(
         settings=settings, pool=pool, providers=providers, owner=owner, http=http
     )
-    # Customer webhooks get their own pool (open_pools) and HTTP client: a slow or dead endpoint
-    # never holds a connection or a slot an SMS send needs. No redirects (a 3xx is a failed
-    # attempt) and no proxies from the environment (the address checked is the address
-    # connected to).
+    # Customer webhooks get their own pool and HTTP client: a slow or dead endpoint never holds a
+    # connection or a slot an SMS send needs. No redirects (a 3xx is a failed attempt) and no
+    # proxies from the environment (the address checked is the address connected to).
+    webhook_pool = await open_webhook_pool(settings)
     webhook_http = webhook_session(settings.webhook_concurrency, settings.webhook_timeout_seconds)
     webhooks = WebhookLoop(WebhookWorker(webhook_pool, settings, owner, http=webhook_http))
     # SWEEPER HOOK: the status sweeper (dispatcher/sweeper.py, the callbacks work) runs inside this

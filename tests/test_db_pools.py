@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from dispatcher.__main__ import open_pools
+from dispatcher.__main__ import open_sms_pool, open_webhook_pool
 from shared.config import Settings
 from shared.db import open_pool
 
@@ -46,7 +46,8 @@ def test_a_generic_plan_pool_prepares_at_once_and_never_plans_a_custom_one(db_ur
 
 def test_both_of_the_dispatchers_pools_use_generic_plans(settings: Settings) -> None:
     async def go() -> list[tuple[str, int | None]]:
-        pool, webhook_pool = await open_pools(settings)
+        pool = await open_sms_pool(settings)
+        webhook_pool = await open_webhook_pool(settings)
         try:
             found = []
             for p in (pool, webhook_pool):
