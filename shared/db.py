@@ -37,6 +37,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
 from shared.errors import SmsOutboxError
+from shared.plans import Replanner
 
 # Waiting for the database: the default of DATABASE_TIMEOUT_SECONDS.
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
@@ -321,11 +322,14 @@ async def open_pool(
     wait: bool = True,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     generic_plans: bool = False,
+    replanner: Replanner | None = None,
 ) -> AsyncConnectionPool:
     """An opened async pool whose connections never sit idle in a transaction past 30 s, and use
     no server-side prepared statements when they reach the server through a pooler.
     `generic_plans`: statements are prepared on their first execution and planned once
     (plan_cache_mode force_generic_plan), for a few statements run very often (the dispatcher).
+    Every pool replans its cached plans once the growing tables have doubled (shared.plans;
+    `replanner` is its pool check, a new Replanner unless given).
 
     `timeout_seconds` bounds both a connection attempt and a wait for a pooled connection, so a
     caller learns within seconds that the database is unreachable (PoolTimeout), not minutes.
@@ -342,6 +346,7 @@ async def open_pool(
         reconnect_timeout=POOL_GIVE_UP_SECONDS,
         kwargs=_session_options(generic_plans=generic_plans),
         configure=_prepare_at_once if generic_plans else _no_prepare_behind_pooler,
+        check=replanner if replanner is not None else Replanner(),
     )
     await pool.open(wait=wait, timeout=max(timeout_seconds, 30.0))
     return pool

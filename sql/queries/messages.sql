@@ -1,5 +1,11 @@
 -- sms_messages: enqueue, reads, locks, status changes, operator actions, sweeper bookkeeping,
 -- retention. One file per table (River's habit): a query lives with the table it is about.
+--
+-- A message named by its id is found by the primary key and only then tested: `(... ) IS TRUE`
+-- puts a test of delivery_status (or provider_sid) in a form no index can serve. Statistics taken
+-- while no message had that status (ANALYZE samples 30,000 rows) make it look like one row, and
+-- sms_messages_status_idx then looked cheaper than the primary key: a backlog of pending messages
+-- was read whole to find one (sql/queries/outbox.sql says the same of the dispatcher's queries).
 
 -- name: messages_fail
 -- The final failure of a message as one guarded UPDATE: only from a status that may still become
@@ -12,7 +18,7 @@ WITH clock AS (
 prior AS (
     SELECT m.id, m.delivery_status
     FROM sms_messages m
-    WHERE m.id = %(message_id)s AND m.delivery_status = ANY(%(sources)s::text[])
+    WHERE m.id = %(message_id)s AND (m.delivery_status = ANY(%(sources)s::text[])) IS TRUE
     FOR UPDATE
 ),
 moved AS (
@@ -189,7 +195,7 @@ WHERE r.recent + a.n > %(limit)s::integer;
 WITH moved AS (
     UPDATE sms_messages
     SET delivery_status = 'canceled', final_at = now(), updated_at = now()
-    WHERE id = %(id)s AND delivery_status = 'pending'
+    WHERE id = %(id)s AND (delivery_status = 'pending') IS TRUE
     RETURNING id, conversation_id, provider
 ),
 dropped AS (
@@ -226,7 +232,7 @@ WITH moved AS (
         error_message = NULL, attempts = 0, status_checked_at = NULL, updated_at = now()
     FROM (SELECT id, error_code, error_category, error_message, attempts
           FROM sms_messages WHERE id = %(id)s) old
-    WHERE m.id = old.id AND m.delivery_status = 'failed' AND m.provider_sid IS NULL
+    WHERE m.id = old.id AND (m.delivery_status = 'failed' AND m.provider_sid IS NULL) IS TRUE
     RETURNING m.id, m.conversation_id, m.provider, m.from_number, m.priority, m.segments,
               m.send_at, m.expires_at, old.error_code, old.error_category, old.error_message,
               old.attempts
@@ -347,7 +353,7 @@ WITH moved AS (
         error_category = CASE WHEN %(failed)s THEN 'delivery' ELSE error_category END,
         error_message = CASE WHEN %(failed)s THEN %(error_message)s ELSE error_message END
     WHERE id = %(message_id)s
-      AND delivery_status = ANY(%(sources)s)
+      AND (delivery_status = ANY(%(sources)s)) IS TRUE
     RETURNING id, conversation_id, provider, provider_sid
 ),
 touched AS (
