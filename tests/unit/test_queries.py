@@ -18,6 +18,7 @@ TABLE_FILES = {
     "messages.sql": "messages_",
     "outbox.sql": "outbox_",
     "provider_pauses.sql": "provider_pauses_",
+    "relations.sql": "relations_",  # the catalog's view of our tables (shared.plans)
     "senders.sql": "senders_",
     "suppressions.sql": "suppressions_",
     "webhook_deliveries.sql": "webhook_deliveries_",
