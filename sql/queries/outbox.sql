@@ -211,7 +211,8 @@ startable AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT m.to_number, m.from_number
         FROM sms_messages m
-        WHERE m.id = o.message_id AND (m.delivery_status = 'pending' AND m.provider_sid IS NULL) IS TRUE
+        WHERE m.id = o.message_id
+          AND (m.delivery_status = 'pending' AND m.provider_sid IS NULL) IS TRUE
         OFFSET 0
     ) m
     WHERE k.start
