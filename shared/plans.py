@@ -92,8 +92,9 @@ class Replanner:
     async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if self._off or conn.prepare_threshold is None:
             return  # behind a pooler nothing is prepared: every execution is planned anew
-        if self._clock() - self._polled_at >= self.poll_seconds:
-            self._polled_at = self._clock()
+        now = self._clock()
+        if now - self._polled_at >= self.poll_seconds:
+            self._polled_at = now
             await self._poll(conn)
         seen = self._seen.setdefault(conn, self.generation)  # a new connection has no plans yet
         if seen < self.generation:
