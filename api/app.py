@@ -24,6 +24,8 @@ from api.errors import ApiError, handle_api_error, handle_http_exception
 from api.group_commit import Committer, Hooks
 from api.health import healthz, readyz, warn_about_senders
 from api.inbound import routes as inbound_routes
+from api.key_reads import Hooks as KeyReadHooks
+from api.key_reads import KeyReads
 from api.limits import Quota
 from api.messages import get_message
 from api.metrics import metrics_endpoint
@@ -88,12 +90,14 @@ def create_app(
     clock: Callable[[], datetime | None] | None = None,
     resolve: Resolver = system_resolver,
     group_commit: Hooks | None = None,
+    key_reads: KeyReadHooks | None = None,
 ) -> Starlette:
     """The Starlette app. Without `settings`, they are read from os.environ when it starts (and
     logging is set up then); tests pass their own and keep their log capture. `clock` is the
     time the per-key limits count windows in (tests); None: the database's. `resolve` looks up
     webhook URLs' hosts at registration (tests pass a stub that reaches no DNS server);
-    `group_commit` hooks into POST /sms/send's group commit (tests)."""
+    `group_commit` hooks into POST /sms/send's group commit, `key_reads` into the send paths'
+    grouped key reads (tests)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
@@ -131,6 +135,8 @@ def create_app(
         )
         committer = Committer(writers_pool, pool, wakeup, hooks=group_commit)
         committer.start()
+        readers = KeyReads(pool, hooks=key_reads)
+        readers.start()
         retrying: asyncio.Task[None] | None = None
         if not await _register_senders(
             pool, current, outage, min(STARTUP_DB_TIMEOUT_SECONDS, timeout)
@@ -140,13 +146,18 @@ def create_app(
         try:
             # Starlette hands this to every request's scope; handlers read it with api.state.state.
             quota = Quota() if clock is None else Quota(clock)
-            yield {STATE_KEY: AppState(current, pool, providers, wakeup, quota, resolve, committer)}
+            yield {
+                STATE_KEY: AppState(
+                    current, pool, providers, wakeup, quota, resolve, committer, readers
+                )
+            }
         finally:
             if retrying is not None:
                 retrying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retrying
             await committer.stop()  # what is queued is written before the pools close
+            await readers.stop()
             await writers_pool.close()
             await wakeup.stop()
             await close_providers(providers)

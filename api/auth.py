@@ -56,12 +56,16 @@ async def require_key(request: Request) -> int:
 
 async def require_caller_and_default_sender(request: Request) -> tuple[Caller, Sender | None]:
     """The request's API key (as require_caller) and the default sender, read in one round trip
-    (the send paths)."""
+    (the send paths), grouped with concurrent requests' (api/key_reads.py)."""
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise unauthorized()
-    async with autocommit(state(request).pool) as conn:
-        caller, default = await apikeys.authenticate_with_default_sender(conn, token)
+    app = state(request)
+    if app.key_reads is not None:
+        caller, default = await app.key_reads.read(token)
+    else:
+        async with autocommit(app.pool) as conn:
+            caller, default = await apikeys.authenticate_with_default_sender(conn, token)
     if caller is None:
         raise unauthorized()
     return caller, default

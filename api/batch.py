@@ -10,17 +10,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
-from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from api.accepted import accepted_body
 from api.auth import require_caller_and_default_sender
-from api.connections import autocommit
+from api.connections import Connect, on_demand
 from api.errors import ApiError
 from api.limits import recipient_limited
 from api.middleware import request_id
@@ -40,7 +38,7 @@ _RefKey = tuple[str | None, bool, UUID | None, str | None]
 
 
 async def check_all_references(
-    conn: AsyncConnection[Any], parsed: list[SendInput], default: Sender | None
+    connect: Connect, parsed: list[SendInput], default: Sender | None
 ) -> tuple[list[Sender | None], list[Problem]]:
     """check_references for each item, once per distinct question."""
     answers: dict[_RefKey, tuple[Sender | None, list[Problem]]] = {}
@@ -50,7 +48,7 @@ async def check_all_references(
         mate = given.to if given.conversation_id is not None else None
         key: _RefKey = (given.from_number, given.from_named, given.conversation_id, mate)
         if key not in answers:
-            answers[key] = await check_references(conn, given, default)
+            answers[key] = await check_references(connect, given, default)
         sender, found = answers[key]
         chosen.append(sender)
         problems += prefixed(index, found)
@@ -76,8 +74,8 @@ async def send_batch(request: Request) -> JSONResponse:
     parsed, problems = parse_batch(
         payload, app.settings, now=datetime.now(UTC), countries=countries
     )
-    async with autocommit(app.pool) as conn:
-        chosen, found = await check_all_references(conn, parsed, default)
+    async with on_demand(app.pool) as connect:
+        chosen, found = await check_all_references(connect, parsed, default)
         problems = key_problems + problems + found
         if problems or not parsed:
             raise ApiError(400, problems)
@@ -87,11 +85,12 @@ async def send_batch(request: Request) -> JSONResponse:
             items.append(new_message(given, sender))
         # Limits last: a refused or invalid batch spends none of the key's quota. A batch is one
         # request of rate_per_minute and len(items) messages of daily_message_limit.
-        admission = await app.quota.admit(conn, caller, messages=len(items))
+        admission = await app.quota.admit(connect, caller, messages=len(items))
         to_numbers = [item.to_number for item in items]
         fields = [f"messages[{i}].to" for i in range(len(items))]
         with admission:
             try:
+                conn = await connect()
                 created = await messages.enqueue_many(
                     conn,
                     items,

@@ -8,8 +8,8 @@ trip) and is put back before the connection returns to the pool, so other users 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -27,3 +27,29 @@ async def autocommit(pool: AsyncConnectionPool[Any]) -> AsyncIterator[AsyncConne
             # A lost connection is thrown away by the pool; resetting it would only raise again.
             if not conn.broken:
                 await conn.set_autocommit(False)
+
+
+# A connection asked for when first needed: `conn = await connect()`.
+Connect = Callable[[], Awaitable[AsyncConnection[Any]]]
+
+
+class _OnDemand:
+    def __init__(self, pool: AsyncConnectionPool[Any], stack: AsyncExitStack) -> None:
+        self._pool = pool
+        self._stack = stack
+        self._conn: AsyncConnection[Any] | None = None
+
+    async def __call__(self) -> AsyncConnection[Any]:
+        if self._conn is None:
+            self._conn = await self._stack.enter_async_context(autocommit(self._pool))
+        return self._conn
+
+
+@asynccontextmanager
+async def on_demand(pool: AsyncConnectionPool[Any]) -> AsyncIterator[Connect]:
+    """`connect`: an autocommit connection from `pool` checked out at its first call (the same
+    one at every later call) and returned at the block's end; none when nothing called it. A
+    send that names no sender, conversation or Idempotency-Key, by a key without quotas, needs
+    no read before its write (group commit), so no checkout."""
+    async with AsyncExitStack() as stack:
+        yield _OnDemand(pool, stack)

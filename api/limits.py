@@ -21,6 +21,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from api.connections import Connect
 from api.errors import ApiError
 from shared import metrics, quota
 from shared.apikeys import Caller
@@ -88,9 +89,9 @@ class Quota:
         self._shares: dict[tuple[int, Kind], Share] = {}
         self._refills: dict[tuple[int, Kind], asyncio.Lock] = {}
 
-    async def admit(self, conn: AsyncConnection[Any], caller: Caller, messages: int) -> Admission:
+    async def admit(self, connect: Connect, caller: Caller, messages: int) -> Admission:
         """Spend one send request of rate_per_minute and `messages` of daily_message_limit, or
-        raise the 429 (spending nothing). `conn` in autocommit."""
+        raise the 429 (spending nothing). `connect` (autocommit) is asked only for a refill."""
         admission = Admission()
         wanted: list[tuple[Kind, int | None, int]] = [
             ("minute", caller.limits.rate_per_minute, 1),
@@ -99,7 +100,7 @@ class Quota:
         try:
             for kind, limit, need in wanted:
                 if limit is not None:
-                    share = await self._spend(conn, caller, kind, limit, need)
+                    share = await self._spend(connect, caller, kind, limit, need)
                     admission.taken.append((share, need))
         except BaseException:
             admission.refund()
@@ -107,7 +108,7 @@ class Quota:
         return admission
 
     async def _spend(
-        self, conn: AsyncConnection[Any], caller: Caller, kind: Kind, limit: int, need: int
+        self, connect: Connect, caller: Caller, kind: Kind, limit: int, need: int
     ) -> Share:
         slot = (caller.id, kind)
         share = self._spent_locally(slot, limit, need, caller, kind)
@@ -122,7 +123,9 @@ class Quota:
             current = self._shares.get(slot)
             live = current is not None and current.live(self._monotonic(), limit)
             have = current.tokens if current is not None and live else 0
-            share, granted = await self._reserve(conn, caller.id, kind, limit, need - have)
+            share, granted = await self._reserve(
+                await connect(), caller.id, kind, limit, need - have
+            )
             if current is not None and current.window_start == share.window_start:
                 # The same window (its left-over tokens stay): renew its clock and its limit.
                 if current.limit != limit:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 
 from api.accepted import accepted
 from api.auth import require_caller_and_default_sender
-from api.connections import autocommit
+from api.connections import autocommit, on_demand
 from api.errors import ApiError
 from api.limits import recipient_limited
 from api.middleware import request_id
@@ -81,22 +81,26 @@ async def send_sms(request: Request) -> JSONResponse:
     countries = caller.allowed_countries(app.settings.allowed_countries)
     given, problems = parse_send(payload, app.settings, now=datetime.now(UTC), countries=countries)
     digest = request_hash(payload) if key is not None and not key_problems else None
-    async with autocommit(app.pool) as conn:
+    # A connection only for what needs a read (a replay, a named sender or conversation, a quota
+    # refill): the plain send's first statement is its group's write.
+    async with on_demand(app.pool) as connect:
         if key is not None and digest is not None:
             try:
-                earlier = await messages.find_by_idempotency_key(conn, caller.id, key, digest)
+                earlier = await messages.find_by_idempotency_key(
+                    await connect(), caller.id, key, digest
+                )
             except messages.IdempotencyKeyReused:
                 raise _reused() from None
             if earlier is not None:
                 _log_replay(earlier)
                 return accepted(earlier)
-        sender, found = await check_references(conn, given, default)
+        sender, found = await check_references(connect, given, default)
         problems = key_problems + problems + found
         if problems:
             raise ApiError(400, problems)
         assert sender is not None and given.to is not None and given.body is not None
         # Limits last: a refused or invalid request spends none of the key's quota.
-        admission = await app.quota.admit(conn, caller, messages=1)
+        admission = await app.quota.admit(connect, caller, messages=1)
     # The write is the group commit's (api/group_commit.py): this connection goes back to the
     # pool first, so a request never holds one while it waits for its group.
     row = messages.Pending(

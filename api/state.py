@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from api.group_commit import Committer
+from api.key_reads import KeyReads
 from api.limits import Quota
 from shared.config import Settings
 from shared.providers.base import Provider
@@ -23,8 +24,8 @@ STATE_KEY: Final = "app_state"
 @dataclass(frozen=True)
 class AppState:
     """The settings, the pool, the provider clients (by name, configured ones only), the
-    dispatcher wake-up, this process's share of the keys' quotas and the send path's group
-    commit: the real things the composition root made."""
+    dispatcher wake-up, this process's share of the keys' quotas, the send path's group commit
+    and its grouped key reads: the real things the composition root made."""
 
     settings: Settings
     pool: AsyncConnectionPool[Any]
@@ -35,6 +36,8 @@ class AppState:
     resolve: Resolver = system_resolver
     # POST /sms/send's group commit (None: each request writes its own transaction).
     committer: Committer | None = None
+    # The send paths' grouped key reads (None: each request reads its own key).
+    key_reads: KeyReads | None = None
 
 
 def state(request: Request) -> AppState:

@@ -144,21 +144,31 @@ async def authenticate(conn: AsyncConnection[Any], key: str) -> Caller | None:
     return None if row is None else _caller(row)
 
 
-async def authenticate_with_default_sender(
-    conn: AsyncConnection[Any], key: str
-) -> tuple[Caller | None, Sender | None]:
+# What the send paths read with a key: the active key or None, the default sender or None.
+KeyRead = tuple[Caller | None, Sender | None]
+
+
+async def authenticate_with_default_sender(conn: AsyncConnection[Any], key: str) -> KeyRead:
     """(the active key or None, the default sender's row or None) in one statement; `conn` in
     autocommit (the API's send path)."""
     if not plausible(key):
         return None, None
-    cur = await conn.execute(
-        q("api_keys_authenticate_with_default_sender"), {"key_sha256": hash_key(key)}
-    )
-    row = await cur.fetchone()
-    assert row is not None  # the statement always returns its one row
-    caller = None if row[0] is None else _caller(row[:6])
-    sender = None if row[6] is None else Sender(row[6], row[7], row[8], row[9])
-    return caller, sender
+    (found,) = await authenticate_many(conn, [hash_key(key)])
+    return found
+
+
+async def authenticate_many(conn: AsyncConnection[Any], key_hashes: Sequence[str]) -> list[KeyRead]:
+    """authenticate_with_default_sender for each of `key_hashes` (hash_key's), in one statement,
+    in their order; `conn` in autocommit."""
+    cur = await conn.execute(q("api_keys_authenticate_many"), {"key_sha256": list(key_hashes)})
+    found: list[KeyRead] = []
+    for row in await cur.fetchall():
+        caller = None if row[0] is None else _caller(row[:6])
+        sender = None if row[6] is None else Sender(row[6], row[7], row[8], row[9])
+        found.append((caller, sender))
+    if len(found) != len(key_hashes):  # pragma: no cover - one row per hash, by the statement
+        raise RuntimeError(f"read {len(found)} keys of {len(key_hashes)}")
+    return found
 
 
 async def list_keys(conn: AsyncConnection[Any]) -> list[ApiKey]:

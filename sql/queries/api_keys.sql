@@ -18,17 +18,19 @@ FROM sms_api_keys
 WHERE key_sha256 = %(key_sha256)s
   AND revoked_at IS NULL;
 
--- name: api_keys_authenticate_with_default_sender
--- The send paths' first read, one round trip: the key with its role, limits and countries (as
--- api_keys_authenticate: unique index on key_sha256, revoked keys unknown) and the default sender
--- (partial unique index sms_senders_one_default), so a request naming no sender needs no second
--- read. Always one row.
+-- name: api_keys_authenticate_many
+-- The send paths' first read, one round trip for the keys of concurrent requests
+-- (api/key_reads.py): for each hash, the key with its role, limits and countries (as
+-- api_keys_authenticate: unique index on key_sha256, revoked keys unknown: NULLs) and the default
+-- sender (partial unique index sms_senders_one_default), so a request naming no sender needs no
+-- second read. One row per hash, in the order given.
 SELECT k.id AS api_key_id, k.role, k.rate_per_minute, k.daily_message_limit,
        k.recipient_hourly_limit, k.allowed_countries,
        s.phone_number, s.provider, s.enabled, s.is_default
-FROM (SELECT 1) AS one
-LEFT JOIN sms_api_keys k ON k.key_sha256 = %(key_sha256)s AND k.revoked_at IS NULL
-LEFT JOIN sms_senders s ON s.is_default;
+FROM unnest(%(key_sha256)s::text[]) WITH ORDINALITY AS h (key_sha256, ord)
+LEFT JOIN sms_api_keys k ON k.key_sha256 = h.key_sha256 AND k.revoked_at IS NULL
+LEFT JOIN sms_senders s ON s.is_default
+ORDER BY h.ord;
 
 -- name: api_keys_list
 -- Small table, read by operators: every key, oldest first; the hash is not shown.
