@@ -8,6 +8,7 @@ Nothing here imports psycopg, httpx, starlette or a provider SDK (import-linter 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -114,6 +115,35 @@ def to_e164(number: str, region: str) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+@dataclass(frozen=True)
+class NumberFacts:
+    """What check_recipient judges a number by."""
+
+    e164: str
+    valid: bool
+    region: str | None
+    kind: int  # a PhoneNumberType
+    country_code: int
+
+
+@functools.lru_cache(maxsize=65536)
+def number_facts(raw: str, default_region: str | None) -> NumberFacts | None:
+    """phonenumbers' facts about `raw` (None: not a phone number), kept for the recipients seen
+    most recently: the metadata is fixed for the process, so the answer is too, and parsing is
+    the costliest step of a send's validation (issue 15: "recipient checks cached")."""
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    return NumberFacts(
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        valid=phonenumbers.is_valid_number(number),
+        region=phonenumbers.region_code_for_number(number),
+        kind=phonenumbers.number_type(number),
+        country_code=number.country_code or 0,
+    )
+
+
 def check_recipient(
     raw: str, settings: Settings, field: str = "to", countries: frozenset[str] | None = None
 ) -> tuple[str, list[Problem]]:
@@ -122,25 +152,20 @@ def check_recipient(
     `countries`: the regions the caller's key may text (Caller.allowed_countries: within
     ALLOWED_COUNTRIES, possibly empty); None = ALLOWED_COUNTRIES (empty = any).
     """
-    try:
-        if len(raw) > MAX_NUMBER_INPUT:
-            raise phonenumbers.NumberParseException(phonenumbers.NumberParseException.TOO_LONG, "")
-        number = phonenumbers.parse(raw, settings.default_region)
-    except phonenumbers.NumberParseException:
+    number = None if len(raw) > MAX_NUMBER_INPUT else number_facts(raw, settings.default_region)
+    if number is None:
         return "", [Problem(field, "invalid_number", "not a phone number")]
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if not phonenumbers.is_valid_number(number):
+    e164, region, kind = number.e164, number.region, number.kind
+    if not number.valid:
         return e164, [Problem(field, "invalid_number", "not a valid phone number")]
     problems: list[Problem] = []
-    region = phonenumbers.region_code_for_number(number)
     allowed = settings.allowed_countries if countries is None else countries
     if (countries is not None or allowed) and region not in allowed:
         listed = ", ".join(sorted(allowed)) or "none for this API key"
         problems.append(
             Problem(field, "country_not_allowed", f"country {region} is not allowed ({listed})")
         )
-    kind = phonenumbers.number_type(number)
-    capable = SMS_CAPABLE | SMS_CAPABLE_BY_COUNTRY.get(number.country_code or 0, frozenset())
+    capable = SMS_CAPABLE | SMS_CAPABLE_BY_COUNTRY.get(number.country_code, frozenset())
     if kind not in capable:
         name = _TYPE_NAMES.get(kind, "unknown")
         problems.append(

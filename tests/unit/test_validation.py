@@ -23,6 +23,7 @@ from shared.validation import (
     check_recipient,
     judge_references,
     normalize_body,
+    number_facts,
     parse_batch,
     parse_send,
     prefixed,
@@ -73,6 +74,19 @@ def test_check_recipient_allowed_countries() -> None:
     _, problems = check_recipient(TO, only_gb, field="--to")
     assert codes(problems) == {("--to", "country_not_allowed")}
     assert "(GB)" in problems[0].message
+
+
+def test_a_recipient_seen_before_is_judged_without_parsing_it_again() -> None:
+    """The same recipient text is parsed once (number_facts' cache), also when another key's
+    countries judge it, and judged the same each time."""
+    number_facts.cache_clear()
+    first = check_recipient(TO, SETTINGS)
+    only_gb = check_recipient(TO, SETTINGS, countries=frozenset({"GB"}))
+    again = check_recipient(TO, SETTINGS)
+    info = number_facts.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+    assert first == again == (TO, [])
+    assert codes(only_gb[1]) == {("to", "country_not_allowed")}
 
 
 def test_to_e164_does_not_judge_validity() -> None:
