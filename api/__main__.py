@@ -142,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             count = workers(os.environ)
             _check_settings(os.environ)
+            os.environ[WORKERS_ENV] = str(count)  # each worker knows how many serve beside it
         except ConfigError as e:
             print(f"api: {e}", file=sys.stderr)
             return 2

@@ -18,10 +18,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from api.__main__ import workers
 from api.batch import routes as batch_routes
 from api.customer_webhooks import routes as customer_webhook_routes
 from api.errors import ApiError, handle_api_error, handle_http_exception
-from api.group_commit import Committer, Hooks
+from api.group_commit import Committer, Hooks, writers_for
 from api.health import healthz, readyz, warn_about_senders
 from api.inbound import routes as inbound_routes
 from api.key_reads import Hooks as KeyReadHooks
@@ -124,7 +125,7 @@ def create_app(
         wakeup.start()
         # The group commit's writers have connections of their own (one each): a group never
         # waits behind the requests for one.
-        writers = (group_commit or Hooks()).writers
+        writers = (group_commit or Hooks()).writers or writers_for(workers(os.environ))
         writers_pool = await open_pool(
             current.database_url,
             application_name=APPLICATION_NAME,
@@ -133,7 +134,7 @@ def create_app(
             wait=False,
             timeout_seconds=timeout,
         )
-        committer = Committer(writers_pool, pool, wakeup, hooks=group_commit)
+        committer = Committer(writers_pool, pool, wakeup, writers=writers, hooks=group_commit)
         committer.start()
         readers = KeyReads(pool, hooks=key_reads)
         readers.start()

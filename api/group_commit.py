@@ -1,11 +1,11 @@
 """Group commit of POST /sms/send: the messages of concurrent requests in one transaction.
 
 Each request reads and checks on its own connection, then hands its one row to the process's
-Committer and waits for its answer. Its writer task (WRITERS, one) writes what is queued: a lone
-row at once (nothing waits when the API is idle); rows that arrive while the writer is busy form
-the next group, at most `max_rows` of them, written with shared.messages.enqueue_group in one
-transaction by one enqueue call: one statement, one commit (and one dispatcher wake-up) for the
-group instead of one each per request.
+Committer and waits for its answer. Its writer task (writers_for: one, two in a lone process)
+writes what is queued: a lone row at once (nothing waits when the API is idle); rows that arrive
+while the writers are busy form the next group, at most `max_rows` of them, written with
+shared.messages.enqueue_group in one transaction by one enqueue call: one statement, one commit
+(and one dispatcher wake-up) for the group instead of one each per request.
 
 Every request keeps its own answer. A refusal (opted out, over the recipient limit) is its row's
 alone. Twins (one API key, one idempotency key) inside one group are written once: the second is
@@ -46,23 +46,29 @@ MAX_ROWS: Final = 64
 # The longest a group waits for a lock another transaction holds (a concurrent twin's key, a
 # thread or recipient lock) before it splits: the rows queued behind it wait about this long.
 LOCK_TIMEOUT_MS: Final = 2
-# Groups written at the same time, each on its own connection. One per process: its groups are
-# then as large as the load makes them, and a group costs the API's CPU far more than its rows do.
-# Side by side on 2 cores (2 API workers, closed-loop POST /sms/send, 2026-12-06): 1 writer 1,660/s
-# at concurrency 16 and 2,997/s at 64, 4 writers 1,421/s and 2,648/s. More cores run more API
-# workers (API_WORKERS), each with its writer, so the database still writes on several processes.
-WRITERS: Final = 1
+
+
+def writers_for(workers: int) -> int:
+    """Groups each API process writes at the same time (each on a connection of its own), when
+    `workers` processes serve: one each beside other workers, so its groups are as large as the
+    load makes them (a group costs the API's CPU far more than its rows do); two in a lone
+    process, whose one writer and its requests would take turns (the requests wait while a group
+    commits, the writer while they are read). Side by side on 2 cores, closed-loop POST /sms/send
+    (2026-12-06), 2 workers: 1 writer 1,894/s at concurrency 16 and 3,402/s at 64, 2 writers
+    1,671/s and 3,121/s, 4 writers 1,659/s and 2,952/s; 1 worker at 16: 1,104/s, 1,843/s, 1,761/s.
+    """
+    return 2 if workers == 1 else 1
 
 
 @dataclass(frozen=True)
 class Hooks:
     """Test seams: `queued(n)` after a row joins the queue (n rows queued), `before_commit` after
     a group's statements and before its commit, and `writers` (1: every row queued while a group
-    is written waits for it, so the next group is known)."""
+    is written waits for it, so the next group is known; None: writers_for the API's workers)."""
 
     queued: Callable[[int], None] | None = None
     before_commit: messages.BeforeCommit | None = None
-    writers: int = WRITERS
+    writers: int | None = None
 
 
 class _Alone:
@@ -81,7 +87,7 @@ class _Waiting:
 
 
 class Committer:
-    """The API process's group commit: `enqueue(row)` from the requests, Hooks.writers writers.
+    """The API process's group commit: `enqueue(row)` from the requests, `writers` writers.
 
     `pool` is the writers' own (one connection each, so a group never waits behind requests for
     a connection); a row written alone uses `requests`, the requests' pool.
@@ -93,6 +99,7 @@ class Committer:
         requests: AsyncConnectionPool[Any],
         wakeup: Wakeup,
         *,
+        writers: int = 1,
         max_rows: int = MAX_ROWS,
         lock_timeout_ms: int = LOCK_TIMEOUT_MS,
         hooks: Hooks | None = None,
@@ -101,7 +108,7 @@ class Committer:
         self._requests = requests
         self._wakeup = wakeup
         self._hooks = hooks or Hooks()
-        self._writers = self._hooks.writers
+        self._writers = writers
         self._max_rows = max_rows
         self._lock_timeout_ms = lock_timeout_ms
         self._queue: deque[_Waiting] = deque()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from api.__main__ import workers
+from api.group_commit import writers_for
 from shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,3 +88,10 @@ def test_every_start_of_the_api_goes_through_the_launcher() -> None:
     (start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     assert start.split()[:3] == ["ExecStart=/opt/sms-outbox/.venv/bin/python", "-m", "api"]
     assert "uvicorn" not in start
+
+
+@pytest.mark.parametrize(("workers", "writers"), [(1, 2), (2, 1), (8, 1)])
+def test_a_lone_worker_writes_with_two_writers_others_with_one(workers: int, writers: int) -> None:
+    """Group commit writers per API process: one beside other workers, two in a lone process
+    (whose one writer and its requests would take turns)."""
+    assert writers_for(workers) == writers
