@@ -392,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result["batch"] = batch.run(stack, args, problems)
             if "e2e" in args.only:
                 # Half load as issue 15 defines it: half the rate of POST /sms/send at
-                # concurrency 16 (concurrency 64 can be faster: its key reads and groups are larger).
+                # concurrency 16 (concurrency 64 can be faster: its key reads and groups are
+                # larger).
                 c16 = result.get("enqueue", {}).get("api_c16", {}).get("median")
                 if not c16:  # enqueue not measured in this run: find it quickly
                     stack.start_api()

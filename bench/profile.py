@@ -78,15 +78,17 @@ def profile_api(stack: Stack, out: Path, seconds: float) -> None:
 def profile_dispatcher(stack: Stack, out: Path, messages: int) -> None:
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         seed.clear_messages(conn)
-        with conn.transaction():
-            seed.seed_messages(conn, messages, "profile", sender=SENDER, burst=stack.sender_burst)
     dispatcher = stack.start_dispatcher()
     seconds = 60.0
     say(f"profile: dispatcher (pid {dispatcher.popen.pid}) draining {messages:,} messages")
     spy = record(dispatcher.popen.pid, out / "profile-dispatcher", seconds)
-    time.sleep(0.5)
+    time.sleep(0.5)  # let py-spy attach before the messages are there
     started = time.monotonic()
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        # Seeded only now: a dispatcher that finds them at its start has drained them before
+        # py-spy attached (the profile of 2026-12-06 morning sampled an idle process).
+        with conn.transaction():
+            seed.seed_messages(conn, messages, "profile", sender=SENDER, burst=stack.sender_burst)
         conn.execute(seed.WAKEUP)
         while time.monotonic() - started < seconds - 1.0:
             left = conn.execute("SELECT count(*) FROM sms_outbox").fetchone()
