@@ -21,7 +21,6 @@ written, and never a second write of one that may be.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import logging
 from collections import deque
@@ -34,6 +33,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.connections import autocommit
+from api.crew import Crew
 from shared import messages, metrics
 from shared.db import DatabaseUnavailable, unavailable
 from shared.messages import EnqueueResult, Outcome, Pending
@@ -108,44 +108,28 @@ class Committer:
         self._requests = requests
         self._wakeup = wakeup
         self._hooks = hooks or Hooks()
-        self._writers = writers
         self._max_rows = max_rows
         self._lock_timeout_ms = lock_timeout_ms
         self._queue: deque[_Waiting] = deque()
-        self._idle: deque[asyncio.Event] = deque()  # one per writer waiting for rows
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self._writers = Crew("sms-group-commit", writers, self._drain, lambda: bool(self._queue))
 
     def start(self) -> None:
-        if not self._tasks:
-            self._stopping = False
-            # A context of their own: a writer is no request's, and annotates no access line.
-            self._tasks = [
-                asyncio.create_task(
-                    self._writer(), name=f"sms-group-commit-{i}", context=contextvars.Context()
-                )
-                for i in range(self._writers)
-            ]
+        self._writers.start()
 
     async def stop(self) -> None:
         """Write what is queued, then end the writers; later rows are written alone."""
-        self._stopping = True
-        while self._idle:
-            self._idle.popleft().set()
-        await asyncio.gather(*self._tasks)
-        self._tasks = []
+        await self._writers.stop()
 
     async def enqueue(self, row: Pending) -> EnqueueResult:
         """Write `row` with the rows queued with it: its message (or the earlier one of its
         idempotency key, replayed=True); raises what shared.messages.enqueue raises."""
-        if not self._tasks or self._stopping:
+        if not self._writers.serving:
             return await self._alone(row)
         waiting = _Waiting(row, asyncio.get_running_loop().create_future())
         self._queue.append(waiting)
         if self._hooks.queued is not None:
             self._hooks.queued(len(self._queue))
-        if self._idle:  # one wake-up: the rows queued until that writer runs are its group
-            self._idle.popleft().set()
+        self._writers.wake()  # the rows queued until that writer runs are its group
         answer = await waiting.answer
         if isinstance(answer, _Alone):
             return await self._alone(row)
@@ -162,18 +146,6 @@ class Committer:
         if not result.replayed:
             self._wakeup.wake()
         return result
-
-    async def _writer(self) -> None:
-        wake = asyncio.Event()
-        while True:
-            if self._queue:
-                await self._drain()
-            elif self._stopping:
-                return
-            else:
-                self._idle.append(wake)
-                await wake.wait()
-                wake.clear()
 
     async def _drain(self) -> None:
         """Write groups while rows are queued, on one connection while it lasts."""

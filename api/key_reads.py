@@ -19,7 +19,6 @@ A read that fails because the database cannot be reached answers each of its req
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ from typing import Any, Final
 from psycopg_pool import AsyncConnectionPool
 
 from api.connections import autocommit
+from api.crew import Crew
 from shared import apikeys
 from shared.apikeys import KeyRead
 from shared.db import DatabaseUnavailable, unavailable
@@ -73,42 +73,32 @@ class KeyReads:
         self._hooks = hooks or Hooks()
         self._max_keys = max_keys
         self._queue: deque[_Asking] = deque()
-        self._idle: deque[asyncio.Event] = deque()  # one per reader waiting for keys
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self._readers = Crew(
+            "sms-key-reads",
+            self._hooks.readers,
+            lambda: self._read(self._take()),
+            lambda: bool(self._queue),
+        )
 
     def start(self) -> None:
-        if not self._tasks:
-            self._stopping = False
-            # A context of their own: a reader is no request's, and annotates no access line.
-            self._tasks = [
-                asyncio.create_task(
-                    self._reader(), name=f"sms-key-reads-{i}", context=contextvars.Context()
-                )
-                for i in range(self._hooks.readers)
-            ]
+        self._readers.start()
 
     async def stop(self) -> None:
         """Read what is queued, then end the readers; later keys are read alone."""
-        self._stopping = True
-        while self._idle:
-            self._idle.popleft().set()
-        await asyncio.gather(*self._tasks)
-        self._tasks = []
+        await self._readers.stop()
 
     async def read(self, key: str) -> KeyRead:
         """The active key `key` names (or None) and the default sender (or None)."""
         if not apikeys.plausible(key):
             return None, None
         key_sha256 = apikeys.hash_key(key)
-        if not self._tasks or self._stopping:
+        if not self._readers.serving:
             return await self._alone(key_sha256)
         asking = _Asking(key_sha256, asyncio.get_running_loop().create_future())
         self._queue.append(asking)
         if self._hooks.queued is not None:
             self._hooks.queued(len(self._queue))
-        if self._idle:  # one wake-up: the keys queued until that reader runs are its read
-            self._idle.popleft().set()
+        self._readers.wake()  # the keys queued until that reader runs are its read
         answer = await asking.answer
         if answer is None:
             return await self._alone(key_sha256)
@@ -120,18 +110,6 @@ class KeyReads:
         async with autocommit(self._pool) as conn:
             (found,) = await apikeys.authenticate_many(conn, [key_sha256])
         return found
-
-    async def _reader(self) -> None:
-        wake = asyncio.Event()
-        while True:
-            if self._queue:
-                await self._read(self._take())
-            elif self._stopping:
-                return
-            else:
-                self._idle.append(wake)
-                await wake.wait()
-                wake.clear()
 
     def _take(self) -> list[_Asking]:
         """The next read: queued keys whose request still waits, up to max_keys distinct."""
