@@ -114,6 +114,9 @@ class Quota:
         share = self._spent_locally(slot, limit, need, caller, kind)
         if share is not None:
             return share
+        # The connection before the lock: one that waited for a connection while holding it
+        # would wait on the requests queued behind it, which may hold every pooled one.
+        conn = await connect()
         # One refill per key and window at a time: requests that queue here mostly find the
         # refill's chunk waiting for them instead of each reserving their own.
         async with self._refills.setdefault(slot, asyncio.Lock()):
@@ -123,9 +126,7 @@ class Quota:
             current = self._shares.get(slot)
             live = current is not None and current.live(self._monotonic(), limit)
             have = current.tokens if current is not None and live else 0
-            share, granted = await self._reserve(
-                await connect(), caller.id, kind, limit, need - have
-            )
+            share, granted = await self._reserve(conn, caller.id, kind, limit, need - have)
             if current is not None and current.window_start == share.window_start:
                 # The same window (its left-over tokens stay): renew its clock and its limit.
                 if current.limit != limit:

@@ -26,9 +26,12 @@ from psycopg import AsyncConnection
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.connections import on_demand
+from api.limits import Quota
 from shared import apikeys, messages
-from shared.apikeys import KeyLimits
+from shared.apikeys import Caller, KeyLimits
 from shared.config import Settings
+from shared.db import open_pool
 from shared.messages import NewMessage
 from tests.api_support import SENDER, TO, LiveServer, errors, race
 
@@ -440,3 +443,44 @@ def test_key_countries_apply_without_allowed_countries(
     headers = _countries_key(db, "CA")
     assert _send(client, headers, to=CANADA).status_code == 202
     assert errors(_send(client, headers, to=TO)) == {("to", "country_not_allowed")}
+
+
+def test_a_refill_never_waits_for_a_connection_while_it_holds_the_key_s_lock(
+    db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """A request that needs a refill takes its connection before the key's refill lock: one
+    that waited for a connection while holding the lock would wait on a request that holds the
+    pool's only connection and waits for that lock (both then end on the pool's timeout)."""
+    key_id, _ = _key(db, rate_per_minute=1000)
+    caller = Caller(key_id, "sender", KeyLimits(rate_per_minute=1000), None)
+
+    async def go() -> None:
+        pool = await open_pool(
+            db_url, application_name="test-refill", min_size=1, max_size=1, timeout_seconds=2
+        )
+        quota = Quota(_fixed)
+        try:
+            async with on_demand(pool) as holder:
+                await holder()  # the pool's one connection, as a replay's read takes it
+
+                asked = asyncio.Event()
+
+                async def other() -> None:
+                    async with on_demand(pool) as connect:
+
+                        async def noted() -> AsyncConnection[Any]:
+                            asked.set()  # it goes on into the pool's wait at once
+                            return await connect()
+
+                        with await quota.admit(noted, caller, messages=1):
+                            pass
+
+                waiting = asyncio.create_task(other())
+                await asked.wait()
+                with await quota.admit(holder, caller, messages=1):
+                    pass
+            await waiting
+        finally:
+            await pool.close()
+
+    asyncio.run(asyncio.wait_for(go(), 15))
