@@ -17,6 +17,8 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import AsyncConnection
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
 
 from bench import seed
 from bench.noop import NoopProvider
@@ -184,3 +186,42 @@ def check_simulator(report: dict[str, Any], bodies: set[str], label: str) -> lis
             f" {dup} sent more than once"
         )
     return problems
+
+
+def sdk_loop(stack: Stack, n: int, tag: str, *, latency: float, concurrency: int) -> Drain:
+    """The 200 ms drain's peer without a database: the Twilio SDK alone (create_async, as the
+    dispatcher calls it) sending `n` messages from `concurrency` tasks to the simulator at
+    `latency` seconds per call. What 64 calls in flight make on this machine once each call's
+    client and simulator work is paid, with no claim, no attempt row and no outcome to record."""
+    with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
+        sim.post("/_sim/reset").raise_for_status()
+        sim.post("/_sim/config", json={"latency": latency}).raise_for_status()
+        seconds = asyncio.run(_sdk_sends(stack.env, n, tag, concurrency))
+        report = sim.get("/_sim/messages").json()
+        sim.post("/_sim/reset").raise_for_status()
+    label = f"SDK alone, simulator {latency * 1000:.0f} ms"
+    problems = check_simulator(report, {seed.body(tag, i) for i in range(n)}, label)
+    return Drain(n / seconds, seconds, problems)
+
+
+async def _sdk_sends(env: dict[str, str], n: int, tag: str, concurrency: int) -> float:
+    """Seconds the SDK took to send the `n` messages from `concurrency` tasks."""
+    http = AsyncTwilioHttpClient()
+    client = Client(
+        env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"], http_client=http, environment={}
+    )
+    client.api.base_url = env["TWILIO_API_BASE_URL"]
+    messages = client.api.v2010.accounts(env["TWILIO_ACCOUNT_SID"]).messages
+    numbers = iter(range(n))
+
+    async def sender() -> None:
+        for i in numbers:  # shared: each number is taken by one task
+            await messages.create_async(to=seed.recipient(i), from_=SENDER, body=seed.body(tag, i))
+
+    start = time.monotonic()
+    try:
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+    finally:
+        if http.session is not None:
+            await http.session.close()
+    return time.monotonic() - start

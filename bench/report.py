@@ -15,14 +15,16 @@ from bench.stack import ROOT
 
 # Goals from issue 7 (not assertions): (key in "ratios"/"latency", comparison, bound).
 TARGETS: dict[str, tuple[str, float]] = {
-    "enqueue_ratio": (">=", 0.5),
+    # Issue 15's bounds (the first bench issue's were 0.5, 0.9 and 0.5 for enqueue_ratio,
+    # latency_efficiency and batch_ratio).
+    "enqueue_ratio": (">=", 1.0),
     "enqueue_vs_pgqueuer": (">=", 1.0),
     "api_c16_p99_ms": ("<=", 50.0),
     "dispatch_vs_pgqueuer": (">=", 2.0),
-    "latency_efficiency": (">=", 0.9),
+    "latency_efficiency": (">=", 0.95),
     "e2e_p50_ms": ("<=", 10.0),
     "e2e_p99_ms": ("<=", 50.0),
-    "batch_ratio": (">=", 0.5),
+    "batch_ratio": (">=", 0.7),
     # The issue's bound is for 5 M history; the 1 M point is held to the same bound.
     "claim_growth_ratio": ("<=", 1.5),
     "claim_growth_ratio_5m": ("<=", 1.5),
@@ -361,6 +363,38 @@ def _spread(s: dict[str, Any] | None) -> str:
     return f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}]"
 
 
+def _share(s: dict[str, Any] | None, whole: float | None) -> str:
+    """A measured rate's median as a fraction of `whole`."""
+    if not s or s.get("median") is None or not whole:
+        return "-"
+    return f"{s['median'] / whole:.2f}"
+
+
+def _sweep_rows(x: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The end-to-end runs at fixed fractions of the enqueue rate, one run each, and the highest
+    of their rates at which both latency targets held."""
+    sweep = x.get("sweep") or []
+    if not sweep:
+        return []
+    best = x.get("within_targets_rate")
+    rows = [
+        (
+            f"  end-to-end at {s['rate']:,.0f}/s (one run)",
+            f"p50 {s['p50_ms']:g} ms",
+            f"p99 {s['p99_ms']:g} ms",
+        )
+        for s in sweep
+    ]
+    rows.append(
+        (
+            "  highest of those rates within p50 <= 10 ms and p99 <= 50 ms",
+            "none" if best is None else f"{best:,.0f}/s",
+            "",
+        )
+    )
+    return rows
+
+
 def table(result: dict[str, Any]) -> str:
     """The figures for people: each beside the limit or peer measured in the same run."""
     m, cfg, t = result["machine"], result["config"], result["targets"]
@@ -382,6 +416,16 @@ def table(result: dict[str, Any]) -> str:
                 "latency_efficiency " + _mark(t, "latency_efficiency"),
             ),
         ]
+        if d.get("sdk_200ms"):
+            rows.append(
+                (
+                    f"  the Twilio SDK alone, {cfg['concurrency']} tasks, no database",
+                    _rate(d.get("sdk_200ms")),
+                    f"efficiency_vs_sdk {d.get('efficiency_vs_sdk')}"
+                    f" (the SDK alone is {_share(d.get('sdk_200ms'), d.get('ceiling_200ms'))}"
+                    " of the ceiling)",
+                )
+            )
         call = d.get("call_ms_200ms")
         if call:
             rows.append(
@@ -443,6 +487,7 @@ def table(result: dict[str, Any]) -> str:
             (f"  stage: {stage}", f"p50 {_ms(st['p50_ms'])}", f"p99 {_ms(st['p99_ms'])}")
             for stage, st in x.get("stages", {}).items()
         ]
+        rows += _sweep_rows(x)
     rows += _pace_rows(result.get("pace", {}), t)
     rows += _priority_rows(result.get("priority", {}), t)
     rows += _claim_rows(result.get("claim", {}), t)

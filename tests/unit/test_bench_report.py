@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bench import __main__ as bench_main
 from bench import dispatch, enqueue, report, webhooks
 
 
@@ -187,3 +188,54 @@ def test_the_dead_endpoint_comparison_takes_turns_at_going_first() -> None:
         ("dead", "none"),
     ]
     assert [webhooks.latency_pairs(runs) for runs in (1, 3, 6, 7, 8)] == [6, 6, 6, 8, 8]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "met"),
+    [
+        ("enqueue_ratio", 1.0, True),
+        ("enqueue_ratio", 0.99, False),
+        ("latency_efficiency", 0.95, True),
+        ("latency_efficiency", 0.94, False),
+        ("batch_ratio", 0.7, True),
+        ("batch_ratio", 0.69, False),
+    ],
+)
+def test_issue_15_bounds(name: str, value: float, met: bool) -> None:
+    """The enqueue, 200 ms drain and batch figures are judged by issue 15's bounds."""
+    assert report.check_targets({name: value})[name]["met"] is met
+
+
+def test_the_200ms_drain_is_shown_beside_the_sdk_alone() -> None:
+    """The SDK-alone peer's rate, the drain's share of it, and the SDK's share of the ceiling."""
+    rates = {"median": 290.0, "min": 288.0, "max": 292.0}
+    d = {
+        "noop": rates,
+        "pgqueuer": rates,
+        "sim_0ms": rates,
+        "sim_200ms": rates,
+        "ceiling_200ms": 320.0,
+        "sdk_200ms": {"median": 304.0, "min": 300.0, "max": 305.0},
+        "efficiency_vs_sdk": 0.954,
+    }
+    res = result()
+    res["config"].update(pgqueuer_batch=10, concurrency=64)
+    text = report.table({**res, "dispatch": d})
+    assert re.search(r"the Twilio SDK alone, 64 tasks, no database +304/s \[300-305\]", text)
+    assert "efficiency_vs_sdk 0.954 (the SDK alone is 0.95 of the ceiling)" in text
+
+
+def test_the_highest_swept_rate_within_both_latency_targets() -> None:
+    """A rate counts only when its p50 and its p99 both hold; none holding is None."""
+    sweep = [
+        {"rate": 200.0, "p50_ms": 5.0, "p99_ms": 12.0},
+        {"rate": 400.0, "p50_ms": 7.5, "p99_ms": 129.0},  # p99 over 50 ms
+        {"rate": 600.0, "p50_ms": 9.9, "p99_ms": 45.0},
+        {"rate": 800.0, "p50_ms": 18.0, "p99_ms": 40.0},  # p50 over 10 ms
+    ]
+    assert bench_main.within_targets(sweep) == 600.0
+    assert bench_main.within_targets(sweep[3:]) is None
+    x = {"rate": 1000.0, "sweep": sweep, "within_targets_rate": 600.0}
+    text = report.table({**result(), "e2e": x, "targets": report.check_targets({})})
+    assert re.search(r"end-to-end at 400/s \(one run\) +p50 7.5 ms +p99 129 ms", text)
+    assert re.search(r"highest of those rates within p50 <= 10 ms and p99 <= 50 ms +600/s", text)
