@@ -336,7 +336,8 @@ def run_e2e(
         achieved.append(got)
         say(f"  run {r + 1}: {got:,.0f}/s p50 {summary['p50_ms']} ms p99 {summary['p99_ms']} ms")
     sweep = [
-        _e2e_at(stack, args, c16_rate * f, f"e2s{i}", problems) for i, f in enumerate(E2E_SWEEP)
+        _e2e_at(stack, args, max(c16_rate * f, 1.0), f"e2s{i}", problems)
+        for i, f in enumerate(E2E_SWEEP)
     ]
     stack.stop("dispatcher")
     stack.stop("api")

@@ -191,8 +191,9 @@ def check_simulator(report: dict[str, Any], bodies: set[str], label: str) -> lis
 def sdk_loop(stack: Stack, n: int, tag: str, *, latency: float, concurrency: int) -> Drain:
     """The 200 ms drain's peer without a database: the Twilio SDK alone (create_async, as the
     dispatcher calls it) sending `n` messages from `concurrency` tasks to the simulator at
-    `latency` seconds per call. What 64 calls in flight make on this machine once each call's
-    client and simulator work is paid, with no claim, no attempt row and no outcome to record."""
+    `latency` seconds per call: what that many calls in flight make on this machine once each
+    call's client and simulator work is paid, with no claim, no attempt row and no outcome to
+    record."""
     with httpx.Client(base_url=stack.sim_url, timeout=60) as sim:
         sim.post("/_sim/reset").raise_for_status()
         sim.post("/_sim/config", json={"latency": latency}).raise_for_status()
