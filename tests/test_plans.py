@@ -139,3 +139,56 @@ def test_every_pool_checks_its_plans_at_checkout(db_url: str, db: psycopg.Connec
             await pool.close()
 
     assert asyncio.run(go()) == [0, 1, 1]
+
+
+def test_a_function_s_plan_is_made_again_on_a_connection_that_prepares_nothing(
+    db_url: str, db: psycopg.Connection[Any]
+) -> None:
+    """Behind a pooler psycopg prepares nothing (prepare_threshold None), but the server keeps
+    a PL/pgSQL function's plans: a probe planned while sms_messages was empty seq-scans it; once
+    the table has grown, the next check after a poll makes the function's next call an index
+    scan (scans counted in pg_stat_xact_user_tables)."""
+    db.execute("ALTER TABLE sms_messages SET (autovacuum_enabled = off)")  # no ANALYZE meanwhile
+    db.execute("VACUUM ANALYZE sms_messages")
+    now = [0.0]
+    replanner = Replanner(clock=lambda: now[0])
+
+    async def counts(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+        cur = await conn.execute(
+            "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables"
+            " WHERE relname = 'sms_messages'"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def scans(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+        """(seq scans, index scans) of sms_messages by one call of the probe (the view also
+        counts what earlier transactions did and the statistics have not collected yet)."""
+        seq, idx = await counts(conn)
+        await conn.execute("SELECT pg_temp.probe(%s)", (NO_ID,))
+        seq_after, idx_after = await counts(conn)
+        await conn.commit()
+        return seq_after - seq, idx_after - idx
+
+    async def go() -> tuple[tuple[int, int], tuple[int, int]]:
+        async with await psycopg.AsyncConnection.connect(
+            db_url, options="-c plan_cache_mode=force_generic_plan", prepare_threshold=None
+        ) as conn:
+            await replanner(conn)  # the first poll: the sizes plans are made on
+            await conn.execute(
+                "CREATE FUNCTION pg_temp.probe(p uuid) RETURNS bigint LANGUAGE plpgsql AS"
+                f" $$ BEGIN RETURN ({PROBE.replace('$1', 'p').replace('body', 'count(*)')});"
+                " END $$"
+            )
+            await conn.commit()
+            empty = await scans(conn)
+            await asyncio.to_thread(enqueue_bulk, db, 3000)
+            now[0] = 1.0
+            await replanner(conn)
+            return empty, await scans(conn)
+
+    empty, grown = asyncio.run(go())
+    assert empty == (1, 0)
+    assert grown == (0, 1)
+    assert replanner.generation == 1
