@@ -218,6 +218,7 @@ def run_dispatch(stack: Stack, args: argparse.Namespace, problems: list[str]) ->
         "sdk_200ms": spread(sdk),
     }
     out["efficiency_vs_sdk"] = ratio(out["sim_200ms"]["median"], out["sdk_200ms"]["median"])
+    out["sdk_vs_ceiling"] = ratio(out["sdk_200ms"]["median"], ceiling, 2)
     out["dispatch_vs_pgqueuer"] = ratio(out["noop"]["median"], out["pgqueuer"]["median"])
     out["latency_efficiency"] = ratio(out["sim_200ms"]["median"], ceiling)
     if calls_200ms:
